@@ -1,0 +1,44 @@
+/// Where the API server's address and the proxy's credential come from.
+public enum UpstreamSource: Sendable, Hashable {
+    case inCluster
+    case kubeconfig(path: String)
+}
+
+/// Whether `/readyz` needs every issuer ready or any one.
+public enum ReadinessPolicy: String, Sendable, Hashable {
+    case all
+    case any
+}
+
+/// The effective, validated configuration: every field has passed validation, so the rest of
+/// the program never re-checks it. Only `ConfigurationLoader` makes one from user input.
+public struct ProxyConfiguration: Sendable, Hashable {
+    public var listenAddress: ListenAddress
+    /// nil: no metrics listener.
+    public var metricsAddress: ListenAddress?
+    public var upstream: UpstreamSource
+    public var issuers: [IssuerConfiguration]
+    /// How long a verified token's identity is reused; zero disables the cache.
+    public var tokenCacheTTL: Duration
+    /// Whether usernames and groups beginning `system:` may be impersonated.
+    public var allowReservedIdentities: Bool
+    public var readiness: ReadinessPolicy
+
+    public init(
+        listenAddress: ListenAddress = ListenAddress(host: "", port: 8080),
+        metricsAddress: ListenAddress? = ListenAddress(host: "", port: 9090),
+        upstream: UpstreamSource = .inCluster,
+        issuers: [IssuerConfiguration],
+        tokenCacheTTL: Duration = .seconds(10),
+        allowReservedIdentities: Bool = false,
+        readiness: ReadinessPolicy = .all
+    ) {
+        self.listenAddress = listenAddress
+        self.metricsAddress = metricsAddress
+        self.upstream = upstream
+        self.issuers = issuers
+        self.tokenCacheTTL = tokenCacheTTL
+        self.allowReservedIdentities = allowReservedIdentities
+        self.readiness = readiness
+    }
+}
