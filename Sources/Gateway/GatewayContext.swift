@@ -1,0 +1,23 @@
+import Logging
+import NIOCore
+
+/// Everything a client connection needs, shared by all of them.
+public struct GatewayContext: Sendable {
+    public var issuers: CurrentIssuers
+    public var pool: UpstreamConnectionPool
+    public var health: HealthEndpoints
+    public var logger: Logger
+    /// How long the API server may take to start answering a forwarded request.
+    public var responseHeadTimeout: TimeAmount
+
+    public init(
+        issuers: CurrentIssuers, pool: UpstreamConnectionPool, health: HealthEndpoints, logger: Logger,
+        responseHeadTimeout: TimeAmount = .seconds(120)
+    ) {
+        self.issuers = issuers
+        self.pool = pool
+        self.health = health
+        self.logger = logger
+        self.responseHeadTimeout = responseHeadTimeout
+    }
+}

@@ -1,0 +1,122 @@
+import Config
+import Issuers
+import NIOHTTP1
+import Synchronization
+
+/// `/healthz`, `/livez` and `/readyz` in the format Kubernetes components use, so probes,
+/// `kubectl get --raw /readyz?verbose` and humans read them the same way.
+public final class HealthEndpoints: Sendable {
+    private let shuttingDown = Atomic<Bool>(false)
+    private let issuers: CurrentIssuers
+    private let readiness: ReadinessPolicy
+
+    public init(issuers: CurrentIssuers, readiness: ReadinessPolicy) {
+        self.issuers = issuers
+        self.readiness = readiness
+    }
+
+    /// Makes `/readyz` fail from now on (graceful shutdown has begun).
+    public func beginShutdown() {
+        shuttingDown.store(true, ordering: .relaxed)
+    }
+
+    struct Answer {
+        var status: HTTPResponseStatus
+        var body: String
+    }
+
+    /// Whether `path` (without query) is served here rather than proxied.
+    static func handles(path: Substring) -> Bool {
+        path == "/healthz" || path == "/livez" || path == "/readyz" || path.hasPrefix("/readyz/")
+            || path.hasPrefix("/healthz/") || path.hasPrefix("/livez/")
+    }
+
+    func answer(path: Substring, query: Substring?) -> Answer {
+        let (endpoint, single) = Self.split(path)
+        var checks: [(name: String, failure: String?)] = [("ping", nil)]
+        if endpoint == "readyz" {
+            checks.append(("config", nil))
+            let issuerSet = issuers.current
+            var anyReady = false
+            var issuerChecks: [(name: String, failure: String?)] = []
+            for issuer in issuerSet.issuers {
+                let status = issuer.status
+                anyReady = anyReady || status.isReady
+                var failure: String?
+                if case .notLoaded(let lastError) = status {
+                    failure = "signing keys not fetched yet" + (lastError.map { ": \($0)" } ?? "")
+                }
+                issuerChecks.append(("issuer-\(issuer.configuration.name)", failure))
+            }
+            if readiness == .any && anyReady {
+                issuerChecks = issuerChecks.map { ($0.name, nil) }
+            }
+            checks += issuerChecks
+            checks.append(("shutdown", shuttingDown.load(ordering: .relaxed) ? "the proxy is shutting down" : nil))
+        }
+
+        if let single {
+            guard let check = checks.first(where: { $0.name == single }) else {
+                return Answer(status: .notFound, body: "404 page not found\n")
+            }
+            if let failure = check.failure {
+                return Answer(status: .internalServerError, body: "internal server error: \(failure)\n")
+            }
+            return Answer(status: .ok, body: "ok")
+        }
+
+        var verbose = false
+        var excluded: Set<Substring> = []
+        for item in (query ?? "").split(separator: "&") {
+            let parts = item.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            if parts[0] == "verbose" { verbose = parts.count == 1 || parts[1] != "false" }
+            if parts[0] == "exclude", parts.count == 2 { excluded.insert(parts[1]) }
+        }
+        var lines = ""
+        var failed = false
+        for check in checks {
+            if excluded.remove(Substring(check.name)) != nil {
+                lines += "[+]\(check.name) excluded: ok\n"
+            } else if let failure = check.failure {
+                failed = true
+                lines += "[-]\(check.name) failed: \(failure)\n"
+            } else {
+                lines += "[+]\(check.name) ok\n"
+            }
+        }
+        if !excluded.isEmpty {
+            lines +=
+                "warn: some health checks cannot be excluded: no matches for "
+                + excluded.sorted().map { "\"\($0)\"" }.joined(separator: ",") + "\n"
+        }
+        if failed { return Answer(status: .internalServerError, body: lines + "\(endpoint) check failed\n") }
+        if !verbose { return Answer(status: .ok, body: "ok") }
+        return Answer(status: .ok, body: lines + "\(endpoint) check passed\n")
+    }
+
+    private static func split(_ path: Substring) -> (endpoint: Substring, single: Substring?) {
+        let trimmed = path.dropFirst()
+        guard let slash = trimmed.firstIndex(of: "/") else { return (trimmed, nil) }
+        return (trimmed[..<slash], trimmed[trimmed.index(after: slash)...])
+    }
+}
+
+/// The issuer set requests are checked against, swapped whole on reload.
+public final class CurrentIssuers: Sendable {
+    private let value: Mutex<IssuerSet>
+
+    public init(_ issuers: IssuerSet) {
+        self.value = Mutex(issuers)
+    }
+
+    public var current: IssuerSet { value.withLock { $0 } }
+
+    /// Installs `issuers` for every request that starts from now on; returns the previous set.
+    @discardableResult
+    public func replace(with issuers: IssuerSet) -> IssuerSet {
+        value.withLock { current in
+            defer { current = issuers }
+            return current
+        }
+    }
+}

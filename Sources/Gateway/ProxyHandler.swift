@@ -1,0 +1,439 @@
+import FoundationEssentials
+import Issuers
+import Logging
+import NIOCore
+import NIOHTTP1
+
+/// Serves one client connection: answers health paths locally, authenticates every other
+/// request, and relays it to the API server on a pooled connection of the same event loop,
+/// streaming both bodies with backpressure (a side that cannot take bytes stops the other's reads).
+///
+/// `HTTPServerPipelineHandler` sits before this handler, so requests arrive one at a time:
+/// the next head comes only after this handler has written the previous response's `.end`.
+final class ProxyHandler: ChannelDuplexHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    /// One request's progress from head to the end of its response.
+    final class Exchange {
+        let head: HTTPRequestHead
+        let startedAt: ContinuousClock.Instant
+        var identity: Identity?
+        var upstreamHead: HTTPRequestHead?
+        /// Body parts that arrived before the upstream connection was ready.
+        var pendingBody: [ByteBuffer] = []
+        var requestEnded = false
+        var requestBodyBytes = 0
+        var responseStarted = false
+        var status: HTTPResponseStatus?
+        var responseBytes = 0
+        var connectionReused = false
+        var retried = false
+        var headTimeout: Scheduled<Void>?
+
+        init(head: HTTPRequestHead) {
+            self.head = head
+            self.startedAt = .now
+        }
+
+        /// Whether the request can be sent again on a new connection: nothing of its body was sent.
+        var isReplayable: Bool {
+            !retried && requestEnded && requestBodyBytes == 0 && !responseStarted
+        }
+    }
+
+    enum State {
+        /// Between requests.
+        case idle
+        /// Waiting for fresh signing keys before the token can be judged.
+        case authenticating(Exchange)
+        /// Authenticated; waiting for an upstream connection.
+        case connecting(Exchange)
+        /// Request and response flowing through `upstream`.
+        case forwarding(Exchange, UpstreamConnection)
+        /// A response was written locally; the rest of the request body is read and dropped.
+        case draining(keepAlive: Bool)
+        case closed
+    }
+
+    private let gateway: GatewayContext
+    private var state = State.idle
+    private var context: ChannelHandlerContext?
+    private var readPending = false
+    private var clientAddress: String?
+
+    init(gateway: GatewayContext) {
+        self.gateway = gateway
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        clientAddress = context.channel.remoteAddress?.ipAddress
+    }
+
+    // MARK: Client → proxy
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            receiveHead(head)
+        case .body(let body):
+            receiveBody(body)
+        case .end:
+            receiveEnd()
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if case .forwarding(_, let upstream) = state { upstream.handler.flush() }
+        context.fireChannelReadComplete()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        switch state {
+        case .forwarding(let exchange, let upstream):
+            exchange.headTimeout?.cancel()
+            upstream.handler.close()
+        case .connecting(let exchange), .authenticating(let exchange):
+            exchange.headTimeout?.cancel()
+        default:
+            break
+        }
+        state = .closed
+        context.fireChannelInactive()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable, case .forwarding(_, let upstream) = state {
+            upstream.handler.resumeReads()
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if wantsClientBytes {
+            context.read()
+        } else {
+            readPending = true
+        }
+    }
+
+    /// Whether more request bytes can be taken now.
+    private var wantsClientBytes: Bool {
+        switch state {
+        case .idle, .draining, .closed: true
+        case .authenticating, .connecting: false
+        case .forwarding(_, let upstream): upstream.channel.isWritable
+        }
+    }
+
+    private func resumeClientReadsIfWanted() {
+        if readPending && wantsClientBytes, let context {
+            readPending = false
+            context.read()
+        }
+    }
+
+    private func receiveHead(_ head: HTTPRequestHead) {
+        let path = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
+        if HealthEndpoints.handles(path: path[0]) && (head.method == .GET || head.method == .HEAD) {
+            let answer = gateway.health.answer(path: path[0], query: path.count > 1 ? path[1] : nil)
+            respondLocally(
+                head: head, status: answer.status, contentType: "text/plain; charset=utf-8", body: answer.body)
+            return
+        }
+        let exchange = Exchange(head: head)
+        if let name = ImpersonationHeaders.clientImpersonationHeader(in: head.headers) {
+            gateway.logger.info(
+                "refused a request asserting its own identity", metadata: ["header": "\(name)", "path": "\(path[0])"])
+            respond(exchange, status: .forbidden("impersonation headers are not allowed through this proxy"))
+            return
+        }
+        guard case .token(let token) = BearerToken.extract(from: head.headers) else {
+            gateway.logger.info("no bearer token", metadata: ["path": "\(path[0])"])
+            respond(exchange, status: .unauthorized)
+            return
+        }
+        let issuers = gateway.issuers.current
+        switch issuers.authenticate(token: token) {
+        case .authenticated(let identity):
+            forward(exchange, as: identity)
+        case .rejected(let rejection, let issuer):
+            reject(exchange, rejection, issuer: issuer)
+        case .needsKeyRefetch:
+            state = .authenticating(exchange)
+            guard let context else { return }
+            let promise = context.eventLoop.makePromise(of: Result<Identity, TokenRejection>.self)
+            promise.completeWithTask { await issuers.authenticateAfterRefetch(token: token) }
+            promise.futureResult.assumeIsolated().whenSuccess { result in
+                guard case .authenticating(let current) = self.state, current === exchange else { return }
+                switch result {
+                case .success(let identity): self.forward(exchange, as: identity)
+                case .failure(let rejection): self.reject(exchange, rejection, issuer: nil)
+                }
+            }
+        }
+    }
+
+    private func receiveBody(_ body: ByteBuffer) {
+        switch state {
+        case .authenticating(let exchange), .connecting(let exchange):
+            exchange.pendingBody.append(body)
+            exchange.requestBodyBytes += body.readableBytes
+        case .forwarding(let exchange, let upstream):
+            exchange.requestBodyBytes += body.readableBytes
+            upstream.handler.write(.body(.byteBuffer(body)))
+        case .idle, .draining, .closed:
+            break
+        }
+    }
+
+    private func receiveEnd() {
+        switch state {
+        case .authenticating(let exchange), .connecting(let exchange):
+            exchange.requestEnded = true
+        case .forwarding(let exchange, let upstream):
+            exchange.requestEnded = true
+            upstream.handler.write(.end(nil), flush: true)
+            if exchange.responseStarted == false { armHeadTimeout(exchange) }
+        case .draining(let keepAlive):
+            finishExchange(keepAlive: keepAlive)
+        case .idle, .closed:
+            break
+        }
+    }
+
+    // MARK: Authentication outcome
+
+    private func reject(_ exchange: Exchange, _ rejection: TokenRejection, issuer: String?) {
+        gateway.logger.info(
+            "authentication failed",
+            metadata: [
+                "reason": "\(rejection.reason)", "detail": "\(rejection)", "issuer": "\(issuer ?? "-")",
+                "path": "\(exchange.head.uri.prefix { $0 != "?" })",
+            ])
+        if rejection.isForbidden {
+            respond(exchange, status: .forbidden("the identity in this token may not be impersonated"))
+        } else {
+            respond(exchange, status: .unauthorized)
+        }
+    }
+
+    private func forward(_ exchange: Exchange, as identity: Identity) {
+        exchange.identity = identity
+        exchange.upstreamHead = ImpersonationHeaders.upstreamHead(
+            for: exchange.head, identity: identity, authorization: gateway.pool.credentials.authorization,
+            clientAddress: clientAddress, authority: gateway.pool.credentials.authority)
+        guard let context else { return }
+        let pool = gateway.pool.pool(for: context.eventLoop)
+        if let connection = pool.takeIdle() {
+            exchange.connectionReused = true
+            attach(exchange, to: connection)
+            return
+        }
+        connectNew(exchange, pool: pool)
+    }
+
+    private func connectNew(_ exchange: Exchange, pool: LoopPool) {
+        state = .connecting(exchange)
+        exchange.connectionReused = false
+        pool.connect().assumeIsolated().whenComplete { result in
+            guard case .connecting(let current) = self.state, current === exchange else {
+                if case .success(let connection) = result { connection.handler.close() }
+                return
+            }
+            switch result {
+            case .success(let connection):
+                self.attach(exchange, to: connection)
+            case .failure(let error):
+                self.upstreamFailed(exchange, UpstreamFailure(classifying: error))
+            }
+        }
+    }
+
+    private func attach(_ exchange: Exchange, to connection: UpstreamConnection) {
+        guard let upstreamHead = exchange.upstreamHead else { return }
+        state = .forwarding(exchange, connection)
+        connection.handler.delegate = self
+        connection.handler.resumeReads()
+        connection.handler.write(.head(upstreamHead))
+        for part in exchange.pendingBody {
+            connection.handler.write(.body(.byteBuffer(part)))
+        }
+        if exchange.requestEnded {
+            connection.handler.write(.end(nil))
+            armHeadTimeout(exchange)
+        }
+        connection.handler.flush()
+        exchange.pendingBody = []
+        resumeClientReadsIfWanted()
+    }
+
+    private func armHeadTimeout(_ exchange: Exchange) {
+        guard let context, exchange.headTimeout == nil else { return }
+        exchange.headTimeout = context.eventLoop.assumeIsolated().scheduleTask(in: gateway.responseHeadTimeout) {
+            guard case .forwarding(let current, let upstream) = self.state, current === exchange,
+                !exchange.responseStarted
+            else { return }
+            upstream.handler.close()
+            self.upstreamFailed(exchange, .timedOut)
+        }
+    }
+
+    // MARK: Responses
+
+    private func respond(_ exchange: Exchange, status: StatusResponse) {
+        exchange.status = status.code
+        respondLocally(
+            head: exchange.head, status: status.code, contentType: "application/json", body: status.json,
+            exchange: exchange)
+    }
+
+    private func respondLocally(
+        head: HTTPRequestHead, status: HTTPResponseStatus, contentType: String, body: String,
+        exchange: Exchange? = nil
+    ) {
+        guard let context else { return }
+        let keepAlive = head.isKeepAlive
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: contentType)
+        headers.add(name: "Cache-Control", value: "no-cache, private")
+        headers.add(name: "X-Content-Type-Options", value: "nosniff")
+        headers.add(name: "Content-Length", value: String(body.utf8.count))
+        if !keepAlive { headers.add(name: "Connection", value: "close") }
+        context.write(
+            wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))),
+            promise: nil)
+        if head.method != .HEAD {
+            var buffer = context.channel.allocator.buffer(capacity: body.utf8.count)
+            buffer.writeString(body)
+            context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+        }
+        if let exchange {
+            exchange.responseBytes = body.utf8.count
+            logAccess(exchange)
+        }
+        // The state moves before `.end` is written: writing it lets the pipelining handler
+        // deliver the client's next request at once, which must find this exchange finished.
+        let requestEnded = exchange?.requestEnded ?? false
+        state = requestEnded ? .idle : .draining(keepAlive: keepAlive)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        if requestEnded {
+            finishExchange(keepAlive: keepAlive)
+        } else {
+            resumeClientReadsIfWanted()
+        }
+    }
+
+    /// The response and the request are both complete: wait for the next request, or close.
+    private func finishExchange(keepAlive: Bool) {
+        if !keepAlive {
+            state = .closed
+            context?.close(promise: nil)
+            return
+        }
+        if case .draining = state { state = .idle }
+        resumeClientReadsIfWanted()
+    }
+
+    private func upstreamFailed(_ exchange: Exchange, _ failure: UpstreamFailure) {
+        exchange.headTimeout?.cancel()
+        exchange.headTimeout = nil
+        guard let context else { return }
+        if exchange.responseStarted {
+            // The client has a partial response; closing is the only honest signal left.
+            gateway.logger.warning("upstream failed mid-response", metadata: ["error": "\(failure)"])
+            logAccess(exchange)
+            state = .closed
+            context.close(promise: nil)
+            return
+        }
+        if exchange.connectionReused && exchange.isReplayable && !exchange.retried {
+            // A pooled connection the API server had already closed: try once on a fresh one.
+            exchange.retried = true
+            gateway.logger.debug("retrying on a new upstream connection", metadata: ["error": "\(failure)"])
+            connectNew(exchange, pool: gateway.pool.pool(for: context.eventLoop))
+            return
+        }
+        gateway.logger.warning(
+            "upstream request failed", metadata: ["error": "\(failure)", "kind": "\(failure.kind)"])
+        respond(exchange, status: failure.status)
+    }
+
+    private func logAccess(_ exchange: Exchange) {
+        let elapsed = ContinuousClock.now - exchange.startedAt
+        let micros = elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000
+        gateway.logger.info(
+            "request",
+            metadata: [
+                "issuer": "\(exchange.identity?.issuerName ?? "-")",
+                "user": "\(exchange.identity?.username ?? "-")",
+                "groups": "\(exchange.identity?.groups.joined(separator: ",") ?? "")",
+                "method": "\(exchange.head.method.rawValue)",
+                "path": "\(exchange.head.uri.prefix { $0 != "?" })",
+                "status": "\(exchange.status?.code ?? 0)",
+                "bytes": "\(exchange.responseBytes)",
+                "duration_us": "\(micros)",
+                "client": "\(clientAddress ?? "-")",
+            ])
+    }
+}
+
+// MARK: API server → proxy → client
+
+extension ProxyHandler: UpstreamResponseDelegate {
+    func upstreamResponseHead(_ head: HTTPResponseHead) {
+        guard case .forwarding(let exchange, _) = state, let context else { return }
+        exchange.headTimeout?.cancel()
+        exchange.headTimeout = nil
+        exchange.responseStarted = true
+        exchange.status = head.status
+        var headers = ImpersonationHeaders.clientResponseHeaders(head.headers)
+        if !exchange.head.isKeepAlive { headers.add(name: "Connection", value: "close") }
+        let response = HTTPResponseHead(version: exchange.head.version, status: head.status, headers: headers)
+        context.write(wrapOutboundOut(.head(response)), promise: nil)
+    }
+
+    func upstreamResponseBody(_ body: ByteBuffer) {
+        guard case .forwarding(let exchange, let upstream) = state, let context else { return }
+        exchange.responseBytes += body.readableBytes
+        context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        if !context.channel.isWritable { upstream.handler.pauseReads() }
+    }
+
+    func upstreamResponseEnd() {
+        guard case .forwarding(let exchange, let upstream) = state, let context else { return }
+        logAccess(exchange)
+        let keepAlive = exchange.head.isKeepAlive
+        // As in `respondLocally`, the state moves before `.end` is written.
+        if exchange.requestEnded {
+            state = .idle
+            gateway.pool.pool(for: context.eventLoop).release(upstream)
+        } else {
+            // The API server answered before the request body was complete: this connection
+            // cannot carry another request, and the rest of the client's body is dropped.
+            state = .draining(keepAlive: keepAlive)
+            upstream.handler.close()
+        }
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        if exchange.requestEnded {
+            finishExchange(keepAlive: keepAlive)
+        } else {
+            resumeClientReadsIfWanted()
+        }
+    }
+
+    func upstreamReadComplete() {
+        context?.flush()
+    }
+
+    func upstreamWritabilityChanged(isWritable: Bool) {
+        if isWritable { resumeClientReadsIfWanted() }
+    }
+
+    func upstreamFailed(_ failure: UpstreamFailure) {
+        guard case .forwarding(let exchange, _) = state else { return }
+        upstreamFailed(exchange, failure)
+    }
+}

@@ -1,0 +1,113 @@
+import AsyncHTTPClient
+import Config
+import Gateway
+import Issuers
+import Logging
+import NIOCore
+import NIOPosix
+import Testbed
+
+/// A running proxy in front of a stand-in issuer and a stand-in API server, all real HTTPS on
+/// loopback, for one test. `ProxyHarness.run` builds it, waits until the issuer's keys are
+/// loaded, runs the test, and tears everything down.
+struct ProxyHarness {
+    let issuer: StandInIssuer
+    let api: StandInAPIServer
+    let issuers: IssuerSet
+    let server: ProxyServer
+    let client: HTTPClient
+    let port: Int
+
+    var baseURL: String { "http://127.0.0.1:\(port)" }
+
+    struct Options {
+        var mapIssuer: @Sendable (IssuerConfiguration) -> IssuerConfiguration = { $0 }
+        var allowReservedIdentities = false
+        var responseHeadTimeout: TimeAmount = .seconds(30)
+        /// Upstream port override (for an API server that is not there).
+        var upstreamPort: Int?
+        var upstreamCAPEM: String?
+        var waitForKeys = true
+        var issuerAvailableAtStart = true
+        var timing = KeyRefreshTiming(
+            initialBackoff: .milliseconds(100), maximumBackoff: .milliseconds(200), refreshInterval: .seconds(600),
+            minimumRefetchInterval: .milliseconds(300))
+    }
+
+    static func run<T>(
+        _ options: Options = Options(), _ body: (ProxyHarness) async throws -> T
+    ) async throws -> T {
+        let issuer = try await StandInIssuer()
+        let api = try await StandInAPIServer()
+        issuer.setAvailable(options.issuerAvailableAtStart)
+        let issuerConfiguration = options.mapIssuer(
+            IssuerConfiguration(
+                url: issuer.url, audiences: ["kubernetes"],
+                certificateAuthorityPEM: issuer.certificateAuthority.certificatePEM))
+        let configuration = ProxyConfiguration(
+            listenAddress: ListenAddress(host: "127.0.0.1", port: 0), metricsAddress: nil,
+            issuers: [issuerConfiguration], allowReservedIdentities: options.allowReservedIdentities)
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        let issuers = try IssuerSet(configuration: configuration, timing: options.timing, logger: logger)
+        let refresh = Task { await issuers.runKeyRefresh() }
+        let upstream = UpstreamConfiguration(
+            host: "127.0.0.1", port: options.upstreamPort ?? api.port,
+            certificateAuthorityPEM: options.upstreamCAPEM ?? api.certificateAuthority.certificatePEM,
+            credential: .bearerToken(api.expectedToken), source: "test")
+        let credentials = try UpstreamCredentials(configuration: upstream)
+        let group = MultiThreadedEventLoopGroup.singleton
+        let current = CurrentIssuers(issuers)
+        let health = HealthEndpoints(issuers: current, readiness: .all)
+        let gateway = GatewayContext(
+            issuers: current, pool: UpstreamConnectionPool(group: group, credentials: credentials), health: health,
+            logger: logger, responseHeadTimeout: options.responseHeadTimeout)
+        let server = try await ProxyServer.start(address: configuration.listenAddress, group: group, gateway: gateway)
+        let client = HTTPClient(eventLoopGroup: group)
+        let harness = ProxyHarness(
+            issuer: issuer, api: api, issuers: issuers, server: server, client: client,
+            port: server.localAddress?.port ?? 0)
+        do {
+            if options.waitForKeys { try await harness.waitUntilReady() }
+            let result = try await body(harness)
+            await harness.tearDown(refresh)
+            return result
+        } catch {
+            await harness.tearDown(refresh)
+            throw error
+        }
+    }
+
+    func waitUntilReady(timeout: Duration = .seconds(30)) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while !issuers.issuers.allSatisfy({ $0.status.isReady }) {
+            guard ContinuousClock.now < deadline else { throw TestbedError("the issuer's keys never loaded") }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+    }
+
+    private func tearDown(_ refresh: Task<Void, Never>) async {
+        refresh.cancel()
+        try? await client.shutdown()
+        await server.stopAccepting()
+        await issuers.shutdown()
+        await api.stop()
+        await issuer.stop()
+    }
+
+    /// A GET through the proxy with `token` (nil: no Authorization header).
+    func get(_ path: String, token: String?, headers: [(String, String)] = []) async throws -> (
+        status: Int, body: String, headers: [(String, String)]
+    ) {
+        var request = HTTPClientRequest(url: baseURL + path)
+        if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
+        for (name, value) in headers { request.headers.add(name: name, value: value) }
+        let response = try await client.execute(request, timeout: .seconds(30))
+        let body = try await response.body.collect(upTo: 64 << 20)
+        return (Int(response.status.code), String(buffer: body), response.headers.map { ($0.name, $0.value) })
+    }
+}
+
+/// The Status JSON kube-apiserver sends for a 401.
+let unauthorizedStatus =
+    #"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"Unauthorized","reason":"Unauthorized","code":401}"#
