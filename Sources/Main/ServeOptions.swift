@@ -1,0 +1,63 @@
+import ArgumentParser
+import Config
+
+/// The flags of the default (serving) command; the seed's flags keep their names and defaults.
+struct ServeOptions: ParsableArguments {
+    @Option(name: .customLong("oidc-issuer-url"), help: "URL of the OIDC issuer whose tokens are accepted (https).")
+    var issuerURL: String?
+
+    @Option(name: .customLong("oidc-client-id"), help: "Audience (client ID) the issuer's tokens must carry.")
+    var clientID: String?
+
+    @Option(name: .customLong("oidc-username-claim"), help: "Claim mapped to Impersonate-User. (default: email)")
+    var usernameClaim: String?
+
+    @Option(name: .customLong("oidc-groups-claim"), help: "Claim mapped to Impersonate-Group. (default: groups)")
+    var groupsClaim: String?
+
+    @Option(name: .customLong("oidc-username-prefix"), help: "Prefix added to every username. (default: none)")
+    var usernamePrefix: String?
+
+    @Option(name: .customLong("oidc-groups-prefix"), help: "Prefix added to every group. (default: none)")
+    var groupsPrefix: String?
+
+    @Option(name: .customLong("oidc-ca-file"), help: "PEM bundle trusted for the issuer. (default: system roots)")
+    var caFile: String?
+
+    @Option(
+        name: .customLong("oidc-required-claim"),
+        help: "CLAIM=VALUE a token must carry; repeatable.")
+    var requiredClaims: [String] = []
+
+    @Option(
+        name: .customLong("oidc-signing-algs"),
+        help: "Comma-separated JWS algorithms accepted. (default: RS/ES/PS 256/384/512)")
+    var signingAlgorithms: String?
+
+    @Option(name: .customLong("listen-addr"), help: "Address of the proxy listener. (default: :8080)")
+    var listenAddress: String?
+
+    @Option(
+        name: .customLong("kubeconfig"),
+        help: "Reach the API server through this kubeconfig's current context. (default: in-cluster)")
+    var kubeconfig: String?
+
+    @Option(name: [.customShort("v"), .customLong("v")], help: "Log verbosity: 0 info, 2 debug, 4 trace.")
+    var verbosity: Int = 0
+
+    var flags: ProxyFlags {
+        var flags = ProxyFlags()
+        flags.issuerURL = issuerURL
+        flags.clientID = clientID
+        flags.usernameClaim = usernameClaim
+        flags.groupsClaim = groupsClaim
+        flags.usernamePrefix = usernamePrefix
+        flags.groupsPrefix = groupsPrefix
+        flags.caFile = caFile
+        flags.requiredClaims = requiredClaims
+        flags.signingAlgorithms = signingAlgorithms
+        flags.listenAddress = listenAddress
+        flags.kubeconfig = kubeconfig
+        return flags
+    }
+}

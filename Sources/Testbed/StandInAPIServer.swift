@@ -1,0 +1,178 @@
+import FoundationEssentials
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+
+/// A stand-in for kube-apiserver on loopback HTTPS. It requires the proxy's own bearer token,
+/// records every request it receives, and answers like the real one: discovery and
+/// `NamespaceList` JSON, chunked watch streams, and `Status` errors.
+///
+/// Paths:
+/// - `/version`, `/api`, `/apis`, `/api/v1`: discovery documents.
+/// - `GET /api/v1/namespaces`: a `NamespaceList`; with `watch=true` or `watch=1`, a watch stream
+///   whose first event is sent at once and whose second waits for `releaseWatches()`.
+/// - `POST`/`PUT`/`PATCH` anywhere: the request body echoed back.
+/// - `/testbed/bytes?n=N`: N bytes of body; `/testbed/delay?ms=N`: an answer after N ms;
+///   `/testbed/hangup`: the connection closed without an answer.
+/// - `GET /testbed/requests` (no credential needed, not recorded): what was received, as JSON.
+public final class StandInAPIServer: Sendable {
+    public let certificateAuthority: TestCertificateAuthority
+    /// The bearer token the proxy must present.
+    public let expectedToken: String
+    private let server: TestHTTPServer
+    private struct State {
+        var requests: [ReceivedRequest] = []
+        var heldWatches: [ResponseWriter] = []
+        var closeAfterEachResponse = false
+    }
+    private let state: NIOLockedValueBox<State>
+
+    public var port: Int { server.port }
+    public var url: String { "https://127.0.0.1:\(server.port)" }
+
+    public init(
+        expectedToken: String = "proxy-service-account-token", port: Int = 0,
+        certificateAuthority: TestCertificateAuthority? = nil
+    ) async throws {
+        let authority = try certificateAuthority ?? TestCertificateAuthority(commonName: "stand-in API server CA")
+        self.certificateAuthority = authority
+        self.expectedToken = expectedToken
+        let state = NIOLockedValueBox(State())
+        self.state = state
+        let identity = try authority.issueServerCertificate(
+            commonName: "kube-apiserver", dnsNames: ["localhost", "kubernetes"])
+        self.server = try await TestHTTPServer.start(tls: try identity.serverTLSConfiguration(), port: port) {
+            request, writer in
+            StandInAPIServer.handle(request, writer, state: state, expectedToken: expectedToken)
+        }
+    }
+
+    /// Every request received so far (the introspection path excluded).
+    public var requests: [ReceivedRequest] { state.withLockedValue { $0.requests } }
+
+    public func resetRequests() {
+        state.withLockedValue { $0.requests = [] }
+    }
+
+    /// Ends every held watch stream with one more event.
+    public func releaseWatches() {
+        let held = state.withLockedValue { state in
+            defer { state.heldWatches = [] }
+            return state.heldWatches
+        }
+        for writer in held {
+            writer.body(Self.chunk(event: "MODIFIED", name: "default"))
+            writer.end()
+        }
+    }
+
+    /// When true, the server closes each connection right after answering, without saying so
+    /// (like an API server whose idle timeout fires just as the proxy reuses the connection).
+    public func setCloseAfterEachResponse(_ close: Bool) {
+        state.withLockedValue { $0.closeAfterEachResponse = close }
+    }
+
+    public func stop() async {
+        releaseWatches()
+        await server.stop()
+    }
+
+    private static func handle(
+        _ request: ReceivedRequest, _ writer: ResponseWriter, state: NIOLockedValueBox<State>, expectedToken: String
+    ) {
+        if request.method == "GET" && request.path == "/testbed/requests" {
+            let recorded = state.withLockedValue { $0.requests }
+            writer.respond(.ok, TestJSON.array(recorded.map(describe)).serialized)
+            return
+        }
+        let closeAfter = state.withLockedValue { state in
+            state.requests.append(request)
+            return state.closeAfterEachResponse
+        }
+        let writer = closeAfter ? ResponseWriter(channel: writer.channel, keepAlive: false, silently: true) : writer
+        guard request.values("Authorization") == ["Bearer \(expectedToken)"] else {
+            writer.respond(.unauthorized, status(401, "Unauthorized", "Unauthorized"))
+            return
+        }
+        let query = request.uri.drop { $0 != "?" }.dropFirst()
+        let parameters = Dictionary(
+            query.split(separator: "&").map { item -> (String, String) in
+                let parts = item.split(separator: "=", maxSplits: 1)
+                return (String(parts[0]), parts.count > 1 ? String(parts[1]) : "")
+            }, uniquingKeysWith: { first, _ in first })
+
+        switch (request.method, request.path) {
+        case ("POST", _), ("PUT", _), ("PATCH", _):
+            let contentType = request.values("Content-Type").first ?? "application/octet-stream"
+            writer.head(.ok, headers: [("Content-Type", contentType), ("Content-Length", String(request.body.count))])
+            writer.body(request.body, flush: false)
+            writer.end()
+        case ("GET", "/version"):
+            writer.respond(.ok, #"{"major":"1","minor":"33","gitVersion":"v1.33.0-standin","platform":"linux/amd64"}"#)
+        case ("GET", "/api"):
+            writer.respond(
+                .ok,
+                #"{"kind":"APIVersions","versions":["v1"],"serverAddressByClientCIDRs":[{"clientCIDR":"0.0.0.0/0","serverAddress":"127.0.0.1"}]}"#
+            )
+        case ("GET", "/apis"):
+            writer.respond(.ok, #"{"kind":"APIGroupList","apiVersion":"v1","groups":[]}"#)
+        case ("GET", "/api/v1"):
+            writer.respond(
+                .ok,
+                #"{"kind":"APIResourceList","groupVersion":"v1","resources":[{"name":"namespaces","singularName":"namespace","namespaced":false,"kind":"Namespace","verbs":["create","delete","get","list","patch","update","watch"],"shortNames":["ns"]}]}"#
+            )
+        case ("GET", "/api/v1/namespaces") where parameters["watch"] == "true" || parameters["watch"] == "1":
+            writer.head(.ok, headers: [("Content-Type", "application/json"), ("Transfer-Encoding", "chunked")])
+            writer.body(chunk(event: "ADDED", name: "default"))
+            state.withLockedValue { $0.heldWatches.append(writer) }
+        case ("GET", "/api/v1/namespaces"):
+            writer.respond(.ok, namespaceList)
+        case ("GET", "/testbed/bytes"):
+            let count = Int(parameters["n"] ?? "") ?? 0
+            writer.head(
+                .ok, headers: [("Content-Type", "application/octet-stream"), ("Content-Length", String(count))])
+            var sent = 0
+            while sent < count {
+                let size = min(64 * 1024, count - sent)
+                writer.body([UInt8](repeating: UInt8(65 + (sent / 65536) % 26), count: size), flush: false)
+                sent += size
+            }
+            writer.end()
+        case ("GET", "/testbed/delay"):
+            let milliseconds = Int64(parameters["ms"] ?? "") ?? 0
+            writer.channel.eventLoop.scheduleTask(in: .milliseconds(milliseconds)) {
+                writer.respond(.ok, #"{"delayed":true}"#)
+            }
+        case ("GET", "/testbed/hangup"):
+            writer.abort()
+        default:
+            writer.respond(.notFound, status(404, "NotFound", "the server could not find the requested resource"))
+        }
+    }
+
+    static func status(_ code: Int, _ reason: String, _ message: String) -> String {
+        #"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"\#(message)","reason":"\#(reason)","code":\#(code)}"#
+    }
+
+    static func chunk(event: String, name: String) -> String {
+        #"{"type":"\#(event)","object":{"kind":"Namespace","apiVersion":"v1","metadata":{"name":"\#(name)","resourceVersion":"1"}}}"#
+            + "\n"
+    }
+
+    public static let namespaceList: String = {
+        let items = ["default", "kube-system", "kube-public", "kube-node-lease", "team-a", "team-b"].map { name in
+            #"{"metadata":{"name":"\#(name)","uid":"00000000-0000-0000-0000-000000000000","resourceVersion":"42","creationTimestamp":"2026-01-01T00:00:00Z","labels":{"kubernetes.io/metadata.name":"\#(name)"}},"spec":{"finalizers":["kubernetes"]},"status":{"phase":"Active"}}"#
+        }
+        return #"{"kind":"NamespaceList","apiVersion":"v1","metadata":{"resourceVersion":"42"},"items":["#
+            + items.joined(separator: ",") + "]}"
+    }()
+
+    private static func describe(_ request: ReceivedRequest) -> TestJSON {
+        [
+            "method": .string(request.method),
+            "uri": .string(request.uri),
+            "headers": .array(request.headers.map { [.string($0.name), .string($0.value)] }),
+            "bodyBytes": .int(request.body.count),
+        ]
+    }
+}

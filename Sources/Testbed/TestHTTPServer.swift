@@ -1,0 +1,150 @@
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOSSL
+import Synchronization
+
+/// A request as a stand-in server received it, body included.
+public struct ReceivedRequest: Sendable {
+    public var method: String
+    public var uri: String
+    public var headers: [(name: String, value: String)]
+    public var body: [UInt8]
+    /// Which connection it came on: equal numbers, same connection.
+    public var connection: Int
+
+    /// Every value of header `name` (case-insensitive), in order.
+    public func values(_ name: String) -> [String] {
+        headers.filter { $0.name.lowercased() == name.lowercased() }.map(\.value)
+    }
+
+    public var path: Substring { uri.prefix { $0 != "?" } }
+}
+
+/// Writes one response from any thread: each call is sent to the connection's channel.
+public struct ResponseWriter: Sendable {
+    let channel: any Channel
+    let keepAlive: Bool
+    /// Close after the response without a `Connection: close` header.
+    var silently = false
+
+    init(channel: any Channel, keepAlive: Bool, silently: Bool = false) {
+        self.channel = channel
+        self.keepAlive = keepAlive
+        self.silently = silently
+    }
+
+    public func head(_ status: HTTPResponseStatus, headers: [(String, String)] = []) {
+        var fields = HTTPHeaders(headers)
+        if !keepAlive && !silently { fields.replaceOrAdd(name: "Connection", value: "close") }
+        channel.write(
+            HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: status, headers: fields)),
+            promise: nil)
+    }
+
+    public func body(_ bytes: [UInt8], flush: Bool = true) {
+        var buffer = channel.allocator.buffer(capacity: bytes.count)
+        buffer.writeBytes(bytes)
+        channel.write(HTTPServerResponsePart.body(.byteBuffer(buffer)), promise: nil)
+        if flush { channel.flush() }
+    }
+
+    public func body(_ text: String, flush: Bool = true) {
+        body(Array(text.utf8), flush: flush)
+    }
+
+    /// Ends the response; the future completes once it is written.
+    @discardableResult
+    public func end() -> EventLoopFuture<Void> {
+        let future = channel.writeAndFlush(HTTPServerResponsePart.end(nil))
+        if !keepAlive { future.whenComplete { [channel] _ in channel.close(promise: nil) } }
+        return future
+    }
+
+    /// A complete response with a body and Content-Length.
+    public func respond(_ status: HTTPResponseStatus, contentType: String = "application/json", _ text: String) {
+        head(status, headers: [("Content-Type", contentType), ("Content-Length", String(text.utf8.count))])
+        body(text, flush: false)
+        end()
+    }
+
+    /// Closes the connection abruptly, without finishing the response.
+    public func abort() {
+        channel.close(promise: nil)
+    }
+}
+
+/// A small HTTPS (or HTTP) server on loopback that hands each complete request to `handler`.
+public final class TestHTTPServer: Sendable {
+    public typealias Handler = @Sendable (ReceivedRequest, ResponseWriter) -> Void
+
+    private let channel: any Channel
+    public let port: Int
+
+    private init(channel: any Channel, port: Int) {
+        self.channel = channel
+        self.port = port
+    }
+
+    /// Starts listening on 127.0.0.1 at `port` (0: any free port).
+    public static func start(
+        tls: TLSConfiguration?, port: Int = 0, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        handler: @escaping Handler
+    ) async throws -> TestHTTPServer {
+        let sslContext = try tls.map { try NIOSSLContext(configuration: $0) }
+        let channel = try await ServerBootstrap(group: group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    if let sslContext {
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: sslContext))
+                    }
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                    try channel.pipeline.syncOperations.addHandler(CollectingHandler(handler: handler))
+                }
+            }
+            .bind(host: "127.0.0.1", port: port).get()
+        return TestHTTPServer(channel: channel, port: channel.localAddress?.port ?? port)
+    }
+
+    public func stop() async {
+        try? await channel.close()
+    }
+}
+
+/// Collects a request's body, then calls the handler.
+private final class CollectingHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTPServerRequestPart
+
+    private let handler: TestHTTPServer.Handler
+    private let connection = CollectingHandler.nextConnection.add(1, ordering: .relaxed).newValue
+    private static let nextConnection = Atomic<Int>(0)
+    private var head: HTTPRequestHead?
+    private var body: [UInt8] = []
+
+    init(handler: @escaping TestHTTPServer.Handler) {
+        self.handler = handler
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            self.head = head
+            body = []
+        case .body(var buffer):
+            body += buffer.readBytes(length: buffer.readableBytes) ?? []
+        case .end:
+            guard let head else { return }
+            let request = ReceivedRequest(
+                method: head.method.rawValue, uri: head.uri, headers: head.headers.map { ($0.name, $0.value) },
+                body: body, connection: connection)
+            self.head = nil
+            body = []
+            handler(request, ResponseWriter(channel: context.channel, keepAlive: head.isKeepAlive))
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+}

@@ -1,0 +1,104 @@
+import Foundation
+import Testbed
+import Testing
+
+@Suite("The command line, through the real binary")
+struct CommandLineTests {
+    @Test("no flags: exit 2, naming the missing flags")
+    func missingFlags() throws {
+        let outcome = try ProxyBinary.run([])
+        #expect(outcome.status == 2)
+        #expect(outcome.standardError.contains("--oidc-issuer-url: is required"))
+        #expect(outcome.standardError.contains("--oidc-client-id: is required"))
+    }
+
+    @Test("an http:// issuer: exit 2, naming the flag and the rule")
+    func httpIssuer() throws {
+        let outcome = try ProxyBinary.run(["--oidc-issuer-url", "http://idp.example.com", "--oidc-client-id", "k"])
+        #expect(outcome.status == 2)
+        #expect(
+            outcome.standardError.contains("--oidc-issuer-url: \"http://idp.example.com\": URL scheme must be https"))
+    }
+
+    @Test("an unknown flag: exit 2")
+    func unknownFlag() throws {
+        let outcome = try ProxyBinary.run(["--oidc-isuer-url=https://x"])
+        #expect(outcome.status == 2)
+        #expect(outcome.standardError.contains("Unknown option"))
+    }
+
+    @Test("outside a cluster without --kubeconfig: exit 1, saying what to pass")
+    func noUpstream() throws {
+        let outcome = try ProxyBinary.run(["--oidc-issuer-url=https://idp.example.com", "--oidc-client-id=k"])
+        #expect(outcome.status == 1)
+        #expect(outcome.standardError.contains("pass --kubeconfig FILE"))
+    }
+
+    @Test("--version and --help")
+    func versionAndHelp() throws {
+        let version = try ProxyBinary.run(["--version"])
+        #expect(version.status == 0)
+        #expect(version.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines) == "0.1.0")
+        let help = try ProxyBinary.run(["--help"])
+        #expect(help.status == 0)
+        for flag in [
+            "--oidc-issuer-url", "--oidc-client-id", "--oidc-username-claim", "--oidc-groups-claim",
+            "--listen-addr", "--kubeconfig", "--oidc-ca-file",
+        ] {
+            #expect(help.standardOutput.contains(flag), "\(flag) missing from --help")
+        }
+    }
+
+    @Test("the seed's invocation serves end to end, and SIGTERM stops it with exit 0")
+    func seedInvocationEndToEnd() async throws {
+        let issuer = try await StandInIssuer()
+        let api = try await StandInAPIServer()
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("kip-main-\(UUID())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try issuer.certificateAuthority.certificatePEM.write(
+            to: directory.appendingPathComponent("issuer-ca.crt"), atomically: true, encoding: .utf8)
+        let kubeconfig = """
+            clusters: [{name: c, cluster: {server: "\(api.url)", certificate-authority-data: \(Data(api.certificateAuthority.certificatePEM.utf8).base64EncodedString())}}]
+            users: [{name: u, user: {token: \(api.expectedToken)}}]
+            contexts: [{name: x, context: {cluster: c, user: u}}]
+            current-context: x
+            """
+        try kubeconfig.write(to: directory.appendingPathComponent("kubeconfig"), atomically: true, encoding: .utf8)
+        let port = try freePort()
+        let process = try ProxyBinary.start(
+            [
+                "--oidc-issuer-url=\(issuer.url)", "--oidc-client-id=kubernetes",
+                "--oidc-username-claim=email", "--oidc-groups-claim=groups",
+                "--oidc-ca-file", directory.appendingPathComponent("issuer-ca.crt").path,
+                "--kubeconfig", directory.appendingPathComponent("kubeconfig").path,
+                "--listen-addr=127.0.0.1:\(port)",
+            ], log: directory.appendingPathComponent("proxy.log"))
+        defer { if process.isRunning { process.terminate() } }
+
+        var ready = false
+        for _ in 0..<200 where !ready {
+            try await Task.sleep(for: .milliseconds(50))
+            let response = try? await RawHTTPClient.send(
+                "GET /readyz HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n", port: port, timeout: .seconds(2))
+            ready = response?.status == 200
+        }
+        let log = { (try? String(contentsOf: directory.appendingPathComponent("proxy.log"), encoding: .utf8)) ?? "" }
+        try #require(ready, "the proxy never became ready:\n\(log())")
+
+        let token = try issuer.mint()
+        let response = try await RawHTTPClient.send(
+            "GET /api/v1/namespaces HTTP/1.1\r\nHost: p\r\nAuthorization: Bearer \(token)\r\nConnection: close\r\n\r\n",
+            port: port)
+        #expect(response.status == 200)
+        #expect(api.requests.first?.values("Impersonate-User") == ["alice@example.com"])
+
+        process.terminate()  // SIGTERM
+        for _ in 0..<100 where process.isRunning { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(!process.isRunning)
+        #expect(process.terminationStatus == 0)
+        #expect(!log().contains(token), "the token must never be logged")
+        await api.stop()
+        await issuer.stop()
+    }
+}
