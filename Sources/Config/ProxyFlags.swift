@@ -1,3 +1,5 @@
+import FoundationEssentials
+
 /// The command-line flags that shape the configuration, as given: nil means "not on the
 /// command line", which the overlay rules of SPEC §1 need to tell apart from a default.
 public struct ProxyFlags: Sendable, Hashable {
@@ -15,6 +17,8 @@ public struct ProxyFlags: Sendable, Hashable {
     public var listenAddress: String?
     public var metricsAddress: String?
     public var kubeconfig: String?
+    public var tlsCertFile: String?
+    public var tlsPrivateKeyFile: String?
 
     public init() {}
 }
@@ -40,6 +44,21 @@ public enum ConfigurationLoader {
             }) {
                 configuration.metricsAddress = address
             }
+        }
+        switch (flags.tlsCertFile ?? "", flags.tlsPrivateKeyFile ?? "") {
+        case ("", ""):
+            break
+        case (let certificate, ""):
+            _ = certificate
+            problems.add("--tls-private-key-file", "is required with --tls-cert-file")
+        case ("", _):
+            problems.add("--tls-cert-file", "is required with --tls-private-key-file")
+        case (let certificate, let key):
+            for (flag, file) in [("--tls-cert-file", certificate), ("--tls-private-key-file", key)]
+            where !FileManager.default.isReadableFile(atPath: file) {
+                problems.add(flag, "cannot read \"\(file)\": no such file, or not readable")
+            }
+            configuration.tls = ServingTLS(certificateFile: certificate, privateKeyFile: key)
         }
         if let kubeconfig = flags.kubeconfig, !kubeconfig.isEmpty {
             configuration.upstream = .kubeconfig(path: kubeconfig)

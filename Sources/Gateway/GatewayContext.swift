@@ -9,15 +9,23 @@ public struct GatewayContext: Sendable {
     public var logger: Logger
     /// How long the API server may take to start answering a forwarded request.
     public var responseHeadTimeout: TimeAmount
+    /// How long a client connection may wait between requests, or take to send a request's
+    /// head: slow or idle clients are cut off, and cannot pin connections forever.
+    public var requestHeadTimeout: TimeAmount
+    /// Client connections beyond this many at once are closed as soon as they are accepted.
+    public var maximumConnections: Int
 
     public init(
         issuers: CurrentIssuers, pool: UpstreamConnectionPool, health: HealthEndpoints, logger: Logger,
-        responseHeadTimeout: TimeAmount = .seconds(120)
+        responseHeadTimeout: TimeAmount = .seconds(120), requestHeadTimeout: TimeAmount = .seconds(60),
+        maximumConnections: Int = 10_000
     ) {
         self.issuers = issuers
         self.pool = pool
         self.health = health
         self.logger = logger
         self.responseHeadTimeout = responseHeadTimeout
+        self.requestHeadTimeout = requestHeadTimeout
+        self.maximumConnections = maximumConnections
     }
 }

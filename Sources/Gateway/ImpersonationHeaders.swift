@@ -26,9 +26,10 @@ enum ImpersonationHeaders {
     ///   - authorization: the proxy's own `Authorization` value, or nil when it authenticates by client certificate.
     ///   - clientAddress: the peer's IP address, for `X-Forwarded-For`.
     ///   - authority: `host:port` of the API server, for `Host`.
+    ///   - upgrade: keep the client's `Upgrade` header and ask the API server to switch protocols.
     static func upstreamHead(
         for client: HTTPRequestHead, identity: Identity, authorization: String?, clientAddress: String?,
-        authority: String
+        authority: String, upgrade: Bool = false
     ) -> HTTPRequestHead {
         let connectionTokens = connectionOptions(client.headers)
         var headers = HTTPHeaders()
@@ -48,6 +49,10 @@ enum ImpersonationHeaders {
         if client.headers[canonicalForm: "transfer-encoding"].contains(where: { $0.lowercased() == "chunked" }) {
             headers.add(name: "Transfer-Encoding", value: "chunked")
         }
+        if upgrade {
+            for value in client.headers["upgrade"] { headers.add(name: "Upgrade", value: value) }
+            headers.add(name: "Connection", value: "Upgrade")
+        }
         if let authorization { headers.add(name: "Authorization", value: authorization) }
         headers.add(name: "Impersonate-User", value: identity.username)
         for group in identity.groups { headers.add(name: "Impersonate-Group", value: group) }
@@ -56,8 +61,15 @@ enum ImpersonationHeaders {
         return HTTPRequestHead(version: .http1_1, method: client.method, uri: client.uri, headers: headers)
     }
 
-    /// Removes hop-by-hop headers from an upstream response before it is relayed to the client.
-    static func clientResponseHeaders(_ upstream: HTTPHeaders) -> HTTPHeaders {
+    /// Whether `head` asks to switch protocols (`Connection: Upgrade` with an `Upgrade` header).
+    static func isUpgradeRequest(_ head: HTTPRequestHead) -> Bool {
+        head.headers.contains(name: "upgrade")
+            && head.headers[canonicalForm: "connection"].contains { $0.lowercased() == "upgrade" }
+    }
+
+    /// Removes hop-by-hop headers from an upstream response before it is relayed to the client;
+    /// a `101` keeps its `Upgrade` and says `Connection: Upgrade`.
+    static func clientResponseHeaders(_ upstream: HTTPHeaders, switchingProtocols: Bool = false) -> HTTPHeaders {
         let connectionTokens = connectionOptions(upstream)
         var headers = HTTPHeaders()
         headers.reserveCapacity(upstream.count)
@@ -68,6 +80,10 @@ enum ImpersonationHeaders {
         }
         if upstream[canonicalForm: "transfer-encoding"].contains(where: { $0.lowercased() == "chunked" }) {
             headers.add(name: "Transfer-Encoding", value: "chunked")
+        }
+        if switchingProtocols {
+            for value in upstream["upgrade"] { headers.add(name: "Upgrade", value: value) }
+            headers.add(name: "Connection", value: "Upgrade")
         }
         return headers
     }

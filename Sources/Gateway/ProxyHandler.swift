@@ -18,6 +18,9 @@ final class ProxyHandler: ChannelDuplexHandler {
     /// One request's progress from head to the end of its response.
     final class Exchange {
         let head: HTTPRequestHead
+        /// A request to switch protocols (exec, attach, port-forward): it gets a dedicated
+        /// upstream connection, and its connection ends unless the answer is `101`.
+        let isUpgrade: Bool
         let startedAt: ContinuousClock.Instant
         var identity: Identity?
         var upstreamHead: HTTPRequestHead?
@@ -34,8 +37,13 @@ final class ProxyHandler: ChannelDuplexHandler {
 
         init(head: HTTPRequestHead) {
             self.head = head
+            self.isUpgrade = ImpersonationHeaders.isUpgradeRequest(head)
             self.startedAt = .now
         }
+
+        /// Whether the client connection may carry another request after this one. An upgrade
+        /// request leaves the decoder expecting another protocol, so it never does.
+        var keepAlive: Bool { head.isKeepAlive && !isUpgrade }
 
         /// Whether the request can be sent again on a new connection: nothing of its body was sent.
         var isReplayable: Bool {
@@ -54,22 +62,44 @@ final class ProxyHandler: ChannelDuplexHandler {
         case forwarding(Exchange, UpstreamConnection)
         /// A response was written locally; the rest of the request body is read and dropped.
         case draining(keepAlive: Bool)
+        /// Switched protocols: the splice handlers carry the bytes; nothing here is HTTP any more.
+        case spliced
         case closed
     }
 
     private let gateway: GatewayContext
+    /// The pass-through splice end at the front of this connection's pipeline.
+    private let clientSplice: SpliceHandler
     private var state = State.idle
     private var context: ChannelHandlerContext?
     private var readPending = false
+    /// The client half-closed: finish the exchange in progress, then close.
+    private var clientInputClosed = false
+    /// Closes a connection that stays idle, or sends its next request head too slowly.
+    private var idleTimeout: Scheduled<Void>?
     private var clientAddress: String?
 
-    init(gateway: GatewayContext) {
+    init(gateway: GatewayContext, clientSplice: SpliceHandler) {
         self.gateway = gateway
+        self.clientSplice = clientSplice
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         clientAddress = context.channel.remoteAddress?.ipAddress
+        armIdleTimeout()
+    }
+
+    /// Starts the wait for the next request head; a head (or the connection's end) stops it.
+    private func armIdleTimeout() {
+        idleTimeout?.cancel()
+        guard let context else { return }
+        idleTimeout = context.eventLoop.assumeIsolated().scheduleTask(in: gateway.requestHeadTimeout) {
+            guard case .idle = self.state else { return }
+            self.gateway.logger.debug("closing a connection that sent no request in time")
+            self.state = .closed
+            context.close(promise: nil)
+        }
     }
 
     // MARK: Client → proxy
@@ -91,6 +121,7 @@ final class ProxyHandler: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        idleTimeout?.cancel()
         switch state {
         case .forwarding(let exchange, let upstream):
             exchange.headTimeout?.cancel()
@@ -102,6 +133,18 @@ final class ProxyHandler: ChannelDuplexHandler {
         }
         state = .closed
         context.fireChannelInactive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, case .inputClosed = event {
+            clientInputClosed = true
+            if case .idle = state {
+                state = .closed
+                context.close(promise: nil)
+            }
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
@@ -122,7 +165,7 @@ final class ProxyHandler: ChannelDuplexHandler {
     /// Whether more request bytes can be taken now.
     private var wantsClientBytes: Bool {
         switch state {
-        case .idle, .draining, .closed: true
+        case .idle, .draining, .closed, .spliced: true
         case .authenticating, .connecting: false
         case .forwarding(_, let upstream): upstream.channel.isWritable
         }
@@ -136,6 +179,8 @@ final class ProxyHandler: ChannelDuplexHandler {
     }
 
     private func receiveHead(_ head: HTTPRequestHead) {
+        idleTimeout?.cancel()
+        idleTimeout = nil
         let path = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
         if HealthEndpoints.handles(path: path[0]) && (head.method == .GET || head.method == .HEAD) {
             let answer = gateway.health.answer(path: path[0], query: path.count > 1 ? path[1] : nil)
@@ -184,7 +229,7 @@ final class ProxyHandler: ChannelDuplexHandler {
         case .forwarding(let exchange, let upstream):
             exchange.requestBodyBytes += body.readableBytes
             upstream.handler.write(.body(.byteBuffer(body)))
-        case .idle, .draining, .closed:
+        case .idle, .draining, .closed, .spliced:
             break
         }
     }
@@ -199,7 +244,7 @@ final class ProxyHandler: ChannelDuplexHandler {
             if exchange.responseStarted == false { armHeadTimeout(exchange) }
         case .draining(let keepAlive):
             finishExchange(keepAlive: keepAlive)
-        case .idle, .closed:
+        case .idle, .closed, .spliced:
             break
         }
     }
@@ -224,10 +269,10 @@ final class ProxyHandler: ChannelDuplexHandler {
         exchange.identity = identity
         exchange.upstreamHead = ImpersonationHeaders.upstreamHead(
             for: exchange.head, identity: identity, authorization: gateway.pool.credentials.authorization,
-            clientAddress: clientAddress, authority: gateway.pool.credentials.authority)
+            clientAddress: clientAddress, authority: gateway.pool.credentials.authority, upgrade: exchange.isUpgrade)
         guard let context else { return }
         let pool = gateway.pool.pool(for: context.eventLoop)
-        if let connection = pool.takeIdle() {
+        if !exchange.isUpgrade, let connection = pool.takeIdle() {
             exchange.connectionReused = true
             attach(exchange, to: connection)
             return
@@ -295,7 +340,7 @@ final class ProxyHandler: ChannelDuplexHandler {
         exchange: Exchange? = nil
     ) {
         guard let context else { return }
-        let keepAlive = head.isKeepAlive
+        let keepAlive = exchange?.keepAlive ?? head.isKeepAlive
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: contentType)
         headers.add(name: "Cache-Control", value: "no-cache, private")
@@ -328,12 +373,13 @@ final class ProxyHandler: ChannelDuplexHandler {
 
     /// The response and the request are both complete: wait for the next request, or close.
     private func finishExchange(keepAlive: Bool) {
-        if !keepAlive {
+        if !keepAlive || clientInputClosed {
             state = .closed
             context?.close(promise: nil)
             return
         }
         if case .draining = state { state = .idle }
+        if case .idle = state { armIdleTimeout() }
         resumeClientReadsIfWanted()
     }
 
@@ -387,10 +433,17 @@ extension ProxyHandler: UpstreamResponseDelegate {
         guard case .forwarding(let exchange, _) = state, let context else { return }
         exchange.headTimeout?.cancel()
         exchange.headTimeout = nil
+        let switching = head.status == .switchingProtocols
+        if switching && !exchange.isUpgrade {
+            // A 101 to a request that asked for no upgrade: a broken or hostile upstream.
+            if case .forwarding(_, let upstream) = state { upstream.handler.close() }
+            upstreamFailed(exchange, .protocolError("101 Switching Protocols to a request that asked for no upgrade"))
+            return
+        }
         exchange.responseStarted = true
         exchange.status = head.status
-        var headers = ImpersonationHeaders.clientResponseHeaders(head.headers)
-        if !exchange.head.isKeepAlive { headers.add(name: "Connection", value: "close") }
+        var headers = ImpersonationHeaders.clientResponseHeaders(head.headers, switchingProtocols: switching)
+        if !exchange.keepAlive && !switching { headers.add(name: "Connection", value: "close") }
         let response = HTTPResponseHead(version: exchange.head.version, status: head.status, headers: headers)
         context.write(wrapOutboundOut(.head(response)), promise: nil)
     }
@@ -405,9 +458,9 @@ extension ProxyHandler: UpstreamResponseDelegate {
     func upstreamResponseEnd() {
         guard case .forwarding(let exchange, let upstream) = state, let context else { return }
         logAccess(exchange)
-        let keepAlive = exchange.head.isKeepAlive
+        let keepAlive = exchange.keepAlive
         // As in `respondLocally`, the state moves before `.end` is written.
-        if exchange.requestEnded {
+        if exchange.requestEnded && !exchange.isUpgrade {
             state = .idle
             gateway.pool.pool(for: context.eventLoop).release(upstream)
         } else {
@@ -422,6 +475,16 @@ extension ProxyHandler: UpstreamResponseDelegate {
         } else {
             resumeClientReadsIfWanted()
         }
+    }
+
+    func upstreamSwitchingProtocols() -> SpliceHandler? {
+        guard case .forwarding(let exchange, _) = state, exchange.isUpgrade, let context else { return nil }
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        logAccess(exchange)
+        state = .spliced
+        gateway.logger.debug(
+            "upgraded connection spliced", metadata: ["path": "\(exchange.head.uri.prefix { $0 != "?" })"])
+        return clientSplice
     }
 
     func upstreamReadComplete() {

@@ -2,25 +2,41 @@ import Logging
 import ServiceLifecycle
 
 /// Runs the proxy listener until a graceful shutdown (SIGTERM/SIGINT): then `/readyz` turns
-/// failing at once, the listener stops accepting, and idle upstream connections are closed.
+/// failing at once, the listener stops accepting, requests in flight and upgraded sessions get
+/// up to `drainDeadline` to finish, and the service returns.
 public struct ProxyService: Service {
     private let server: ProxyServer
     private let health: HealthEndpoints
     private let pool: UpstreamConnectionPool
+    private let drainDeadline: Duration
     private let logger: Logger
 
-    public init(server: ProxyServer, health: HealthEndpoints, pool: UpstreamConnectionPool, logger: Logger) {
+    public init(
+        server: ProxyServer, health: HealthEndpoints, pool: UpstreamConnectionPool,
+        drainDeadline: Duration = .seconds(30),
+        logger: Logger
+    ) {
         self.server = server
         self.health = health
         self.pool = pool
+        self.drainDeadline = drainDeadline
         self.logger = logger
     }
 
     public func run() async throws {
         try? await gracefulShutdown()
         health.beginShutdown()
-        logger.info("shutting down: no longer accepting connections")
-        await server.stopAccepting()
+        logger.info(
+            "shutting down: no longer accepting connections; draining",
+            metadata: ["open_connections": "\(server.openConnections)", "deadline": "\(drainDeadline)"])
+        let drained = await server.drain(deadline: drainDeadline)
         pool.closeIdleConnections()
+        if drained {
+            logger.info("every connection drained")
+        } else {
+            logger.warning(
+                "drain deadline reached; closing the remaining connections",
+                metadata: ["open_connections": "\(server.openConnections)"])
+        }
     }
 }

@@ -12,6 +12,9 @@ protocol UpstreamResponseDelegate: AnyObject {
     func upstreamReadComplete()
     func upstreamWritabilityChanged(isWritable: Bool)
     func upstreamFailed(_ failure: UpstreamFailure)
+    /// The API server answered `101` and its head has been relayed; returns the client-side
+    /// splice end to link with, or nil to refuse the switch (the connection is then closed).
+    func upstreamSwitchingProtocols() -> SpliceHandler?
 }
 
 /// Why the API server could not answer; each maps to the status the client gets.
@@ -75,7 +78,7 @@ enum UpstreamFailure: Error, Sendable, CustomStringConvertible {
 
 /// The last handler of an upstream connection's pipeline: forwards the API server's answer to
 /// its delegate and holds back reads while the delegate's client cannot take more bytes.
-final class UpstreamHandler: ChannelDuplexHandler {
+final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPClientResponsePart
     typealias OutboundIn = HTTPClientRequestPart
     typealias OutboundOut = HTTPClientRequestPart
@@ -88,6 +91,7 @@ final class UpstreamHandler: ChannelDuplexHandler {
     private var readPending = false
     /// Whether the last response allows the connection to carry another request.
     private(set) var responseKeepAlive = true
+    private var switchingProtocols = false
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
@@ -101,11 +105,17 @@ final class UpstreamHandler: ChannelDuplexHandler {
         switch unwrapInboundIn(data) {
         case .head(let head):
             responseKeepAlive = head.isKeepAlive
+            switchingProtocols = head.status == .switchingProtocols
             delegate?.upstreamResponseHead(head)
         case .body(let body):
             delegate?.upstreamResponseBody(body)
         case .end:
-            delegate?.upstreamResponseEnd()
+            // The response decoder emits `.end` right after a 101 head: that is the moment to switch.
+            if switchingProtocols {
+                switchToSplice(context: context)
+            } else {
+                delegate?.upstreamResponseEnd()
+            }
         }
     }
 
@@ -113,8 +123,52 @@ final class UpstreamHandler: ChannelDuplexHandler {
         delegate?.upstreamReadComplete()
     }
 
+    /// Takes the HTTP handlers out of this connection and splices it, as raw bytes, to the
+    /// client connection the delegate names. Bytes that came with the 101 are not lost: the
+    /// decoder is removed last and forwards what it holds to the splice end.
+    private func switchToSplice(context: ChannelHandlerContext) {
+        guard let delegate, let clientEnd = delegate.upstreamSwitchingProtocols() else {
+            close()
+            return
+        }
+        self.delegate = nil
+        let upstreamEnd = clientEnd.makePartner()
+        let pipeline = context.pipeline.syncOperations
+        do {
+            try pipeline.addHandler(upstreamEnd)
+            clientEnd.activate()
+            upstreamEnd.activate()
+            let decoder = try pipeline.handler(type: ByteToMessageHandler<HTTPResponseDecoder>.self)
+            let encoder = try pipeline.handler(type: HTTPRequestEncoder.self)
+            let validator = try pipeline.handler(type: NIOHTTPRequestHeadersValidator.self)
+            pipeline.removeHandler(validator, promise: nil)
+            pipeline.removeHandler(encoder, promise: nil)
+            pipeline.removeHandler(context: context, promise: nil)
+            pipeline.removeHandler(decoder, promise: nil)
+            // The decoder is mid-decode, so it leaves (and forwards its leftovers, with no
+            // read-complete) only once this call stack unwinds: flush on the next tick.
+            let channel = context.channel
+            context.eventLoop.assumeIsolated().execute {
+                clientEnd.flushFromPartner()
+                channel.read()
+            }
+        } catch {
+            context.close(promise: nil)
+        }
+    }
+
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         delegate?.upstreamWritabilityChanged(isWritable: context.channel.isWritable)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        // Half-closure is allowed so spliced sessions can pass it on; an HTTP connection whose
+        // peer stopped sending can carry nothing more.
+        if let event = event as? ChannelEvent, case .inputClosed = event {
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 
     func channelInactive(context: ChannelHandlerContext) {

@@ -47,6 +47,7 @@ struct KubeImpersonateProxy: AsyncParsableCommand {
 
     func run() async throws {
         let logger = Logging.bootstrap(verbosity: options.verbosity)
+        let gracePeriod = try options.gracePeriod()
         let configuration: ProxyConfiguration
         do {
             configuration = try ConfigurationLoader.load(flags: options.flags)
@@ -64,7 +65,8 @@ struct KubeImpersonateProxy: AsyncParsableCommand {
         } catch {
             throw FatalError(error.description)
         }
-        try await Server.run(configuration: configuration, upstream: upstream, logger: logger)
+        try await Server.run(
+            configuration: configuration, upstream: upstream, gracePeriod: gracePeriod, logger: logger)
     }
 }
 

@@ -42,8 +42,35 @@ struct ServeOptions: ParsableArguments {
         help: "Reach the API server through this kubeconfig's current context. (default: in-cluster)")
     var kubeconfig: String?
 
+    @Option(
+        name: .customLong("tls-cert-file"), help: "Serve HTTPS with this PEM certificate chain. (default: plain HTTP)")
+    var tlsCertFile: String?
+
+    @Option(name: .customLong("tls-private-key-file"), help: "The PEM private key for --tls-cert-file.")
+    var tlsPrivateKeyFile: String?
+
+    @Option(
+        name: .customLong("shutdown-grace-period"),
+        help:
+            "On SIGTERM, how long requests in flight and exec/port-forward sessions may take to finish (e.g. 30s, 2m).")
+    var shutdownGracePeriod: String = "30s"
+
     @Option(name: [.customShort("v"), .customLong("v")], help: "Log verbosity: 0 info, 2 debug, 4 trace.")
     var verbosity: Int = 0
+
+    /// `--shutdown-grace-period` as a duration: a number with `ms`, `s`, `m` or `h`.
+    func gracePeriod() throws -> Duration {
+        let text = shutdownGracePeriod
+        let digits = text.prefix { $0.isNumber }
+        let units: [String: Duration] = [
+            "ms": .milliseconds(1), "s": .seconds(1), "m": .seconds(60), "h": .seconds(3600),
+        ]
+        guard let value = Int(digits), let unit = units[String(text.dropFirst(digits.count))] else {
+            throw ValidationError(
+                "--shutdown-grace-period: \"\(text)\" is not a duration; write it like 30s, 500ms or 2m")
+        }
+        return unit * value
+    }
 
     var flags: ProxyFlags {
         var flags = ProxyFlags()
@@ -58,6 +85,8 @@ struct ServeOptions: ParsableArguments {
         flags.signingAlgorithms = signingAlgorithms
         flags.listenAddress = listenAddress
         flags.kubeconfig = kubeconfig
+        flags.tlsCertFile = tlsCertFile
+        flags.tlsPrivateKeyFile = tlsPrivateKeyFile
         return flags
     }
 }

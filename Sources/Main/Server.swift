@@ -3,12 +3,15 @@ import Gateway
 import Issuers
 import Logging
 import NIOPosix
+import NIOSSL
 import ServiceLifecycle
 import UnixSignals
 
 /// Wires the configuration into running services and runs them until SIGTERM/SIGINT.
 enum Server {
-    static func run(configuration: ProxyConfiguration, upstream: UpstreamConfiguration, logger: Logger) async throws {
+    static func run(
+        configuration: ProxyConfiguration, upstream: UpstreamConfiguration, gracePeriod: Duration, logger: Logger
+    ) async throws {
         let credentials: UpstreamCredentials
         do {
             credentials = try UpstreamCredentials(configuration: upstream)
@@ -21,6 +24,15 @@ enum Server {
         } catch {
             throw FatalError(error.description)
         }
+        var servingContext: NIOSSLContext?
+        if let tls = configuration.tls {
+            do {
+                servingContext = try ServingCertificate.makeContext(tls)
+            } catch {
+                await issuerSet.shutdown()
+                throw FatalError(error.description)
+            }
+        }
         let group = MultiThreadedEventLoopGroup.singleton
         let issuers = CurrentIssuers(issuerSet)
         let health = HealthEndpoints(issuers: issuers, readiness: configuration.readiness)
@@ -28,7 +40,8 @@ enum Server {
         let gateway = GatewayContext(issuers: issuers, pool: pool, health: health, logger: logger)
         let server: ProxyServer
         do {
-            server = try await ProxyServer.start(address: configuration.listenAddress, group: group, gateway: gateway)
+            server = try await ProxyServer.start(
+                address: configuration.listenAddress, group: group, gateway: gateway, tls: servingContext)
         } catch {
             await issuerSet.shutdown()
             throw FatalError("--listen-addr \(configuration.listenAddress): cannot listen: \(error)")
@@ -37,13 +50,14 @@ enum Server {
             "serving",
             metadata: [
                 "listen": "\(server.localAddress.map { "\($0)" } ?? "\(configuration.listenAddress)")",
+                "tls": "\(configuration.tls == nil ? "off" : "on")",
                 "upstream": "\(upstream.serverURL) (\(upstream.source))",
                 "issuers": "\(configuration.issuers.map(\.url).joined(separator: ","))",
                 "version": "\(ProxyVersion.current)",
             ])
 
         var services: [any Service] = [
-            ProxyService(server: server, health: health, pool: pool, logger: logger),
+            ProxyService(server: server, health: health, pool: pool, drainDeadline: gracePeriod, logger: logger),
             ClosureService { await cancelWhenGracefulShutdown { await issuers.current.runKeyRefresh() } },
         ]
         if case .bearerTokenFile = upstream.credential {

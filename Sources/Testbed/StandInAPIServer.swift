@@ -13,7 +13,10 @@ import NIOHTTP1
 ///   whose first event is sent at once and whose second waits for `releaseWatches()`.
 /// - `POST`/`PUT`/`PATCH` anywhere: the request body echoed back.
 /// - `/testbed/bytes?n=N`: N bytes of body; `/testbed/delay?ms=N`: an answer after N ms;
-///   `/testbed/hangup`: the connection closed without an answer.
+///   `/testbed/hangup`: the connection closed without an answer; `/testbed/bogus-101`: a 101
+///   to a request that asked for no upgrade (a broken upstream).
+/// - Upgrades: `exec`/`attach` over the Kubernetes WebSocket channel protocol, and `SPDY/3.1`
+///   anywhere as a raw echo (see `StandInUpgrades`).
 /// - `GET /testbed/requests` (no credential needed, not recorded): what was received, as JSON.
 public final class StandInAPIServer: Sendable {
     public let certificateAuthority: TestCertificateAuthority
@@ -22,8 +25,10 @@ public final class StandInAPIServer: Sendable {
     private let server: TestHTTPServer
     private struct State {
         var requests: [ReceivedRequest] = []
-        var heldWatches: [ResponseWriter] = []
+        /// Open streams and the last chunk each sends when released.
+        var heldWatches: [(writer: ResponseWriter, last: String)] = []
         var closeAfterEachResponse = false
+        var sessions: [StandInUpgrades.SessionRecord] = []
     }
     private let state: NIOLockedValueBox<State>
 
@@ -41,8 +46,24 @@ public final class StandInAPIServer: Sendable {
         self.state = state
         let identity = try authority.issueServerCertificate(
             commonName: "kube-apiserver", dnsNames: ["localhost", "kubernetes"])
-        self.server = try await TestHTTPServer.start(tls: try identity.serverTLSConfiguration(), port: port) {
-            request, writer in
+        let authorize: @Sendable (HTTPRequestHead) -> Bool = { head in
+            head.headers["Authorization"] == ["Bearer \(expectedToken)"]
+        }
+        let record: @Sendable (HTTPRequestHead) -> Void = { head in
+            let request = ReceivedRequest(
+                method: head.method.rawValue, uri: head.uri, headers: head.headers.map { ($0.name, $0.value) },
+                body: [], connection: -1)
+            state.withLockedValue { $0.requests.append(request) }
+        }
+        let recordSession: @Sendable (StandInUpgrades.SessionRecord) -> Void = { session in
+            state.withLockedValue { $0.sessions.append(session) }
+        }
+        let upgraders: TestHTTPServer.Upgraders = {
+            StandInUpgrades.makeUpgraders(authorize: authorize, record: record, recordSession: recordSession)
+        }
+        self.server = try await TestHTTPServer.start(
+            tls: try identity.serverTLSConfiguration(), port: port, upgraders: upgraders
+        ) { request, writer in
             StandInAPIServer.handle(request, writer, state: state, expectedToken: expectedToken)
         }
     }
@@ -50,18 +71,23 @@ public final class StandInAPIServer: Sendable {
     /// Every request received so far (the introspection path excluded).
     public var requests: [ReceivedRequest] { state.withLockedValue { $0.requests } }
 
+    /// The exec sessions that ended: each command and the stdin it received.
+    public var sessions: [(command: [String], stdin: [UInt8])] {
+        state.withLockedValue { $0.sessions.map { ($0.command, $0.stdin) } }
+    }
+
     public func resetRequests() {
         state.withLockedValue { $0.requests = [] }
     }
 
-    /// Ends every held watch stream with one more event.
+    /// Ends every held stream (watches, `logs -f`) with one more event or line.
     public func releaseWatches() {
         let held = state.withLockedValue { state in
             defer { state.heldWatches = [] }
             return state.heldWatches
         }
-        for writer in held {
-            writer.body(Self.chunk(event: "MODIFIED", name: "default"))
+        for (writer, last) in held {
+            writer.body(last)
             writer.end()
         }
     }
@@ -119,14 +145,30 @@ public final class StandInAPIServer: Sendable {
         case ("GET", "/api/v1"):
             writer.respond(
                 .ok,
-                #"{"kind":"APIResourceList","groupVersion":"v1","resources":[{"name":"namespaces","singularName":"namespace","namespaced":false,"kind":"Namespace","verbs":["create","delete","get","list","patch","update","watch"],"shortNames":["ns"]}]}"#
+                #"{"kind":"APIResourceList","groupVersion":"v1","resources":[{"name":"namespaces","singularName":"namespace","namespaced":false,"kind":"Namespace","verbs":["create","delete","get","list","patch","update","watch"],"shortNames":["ns"]},{"name":"pods","singularName":"pod","namespaced":true,"kind":"Pod","verbs":["create","delete","get","list","patch","update","watch"],"shortNames":["po"]},{"name":"pods/attach","singularName":"","namespaced":true,"kind":"PodAttachOptions","verbs":["create","get"]},{"name":"pods/exec","singularName":"","namespaced":true,"kind":"PodExecOptions","verbs":["create","get"]},{"name":"pods/log","singularName":"","namespaced":true,"kind":"Pod","verbs":["get"]},{"name":"pods/portforward","singularName":"","namespaced":true,"kind":"PodPortForwardOptions","verbs":["create","get"]}]}"#
             )
         case ("GET", "/api/v1/namespaces") where parameters["watch"] == "true" || parameters["watch"] == "1":
             writer.head(.ok, headers: [("Content-Type", "application/json"), ("Transfer-Encoding", "chunked")])
             writer.body(chunk(event: "ADDED", name: "default"))
-            state.withLockedValue { $0.heldWatches.append(writer) }
+            state.withLockedValue { $0.heldWatches.append((writer, chunk(event: "MODIFIED", name: "default"))) }
         case ("GET", "/api/v1/namespaces"):
             writer.respond(.ok, namespaceList)
+        case ("GET", let path) where path.hasPrefix("/api/v1/namespaces/") && path.hasSuffix("/log"):
+            let parts = path.split(separator: "/")
+            guard parts.count == 7 else { fallthrough }
+            writer.head(.ok, headers: [("Content-Type", "text/plain"), ("Transfer-Encoding", "chunked")])
+            writer.body("log line 1 from \(parts[5])\n")
+            if parameters["follow"] == "true" {
+                state.withLockedValue { $0.heldWatches.append((writer, "log line 2 from \(parts[5])\n")) }
+            } else {
+                writer.body("log line 2 from \(parts[5])\n")
+                writer.end()
+            }
+        case ("GET", let path)
+        where path.hasPrefix("/api/v1/namespaces/") && path.split(separator: "/").count == 6
+            && path.split(separator: "/")[4] == "pods":
+            let parts = path.split(separator: "/")
+            writer.respond(.ok, pod(namespace: String(parts[3]), name: String(parts[5])))
         case ("GET", "/testbed/bytes"):
             let count = Int(parameters["n"] ?? "") ?? 0
             writer.head(
@@ -145,6 +187,9 @@ public final class StandInAPIServer: Sendable {
             }
         case ("GET", "/testbed/hangup"):
             writer.abort()
+        case ("GET", "/testbed/bogus-101"):
+            writer.head(.switchingProtocols, headers: [("Upgrade", "evil"), ("Connection", "Upgrade")])
+            writer.body("raw bytes a proxy must never splice")
         default:
             writer.respond(.notFound, status(404, "NotFound", "the server could not find the requested resource"))
         }
@@ -152,6 +197,10 @@ public final class StandInAPIServer: Sendable {
 
     static func status(_ code: Int, _ reason: String, _ message: String) -> String {
         #"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"\#(message)","reason":"\#(reason)","code":\#(code)}"#
+    }
+
+    static func pod(namespace: String, name: String) -> String {
+        #"{"kind":"Pod","apiVersion":"v1","metadata":{"name":"\#(name)","namespace":"\#(namespace)","uid":"11111111-1111-1111-1111-111111111111","resourceVersion":"7"},"spec":{"containers":[{"name":"app","image":"busybox"}]},"status":{"phase":"Running","containerStatuses":[{"name":"app","ready":true,"restartCount":0,"image":"busybox","imageID":"","state":{"running":{"startedAt":"2026-01-01T00:00:00Z"}}}]}}"#
     }
 
     static func chunk(event: String, name: String) -> String {

@@ -2,6 +2,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import NIOSSL
+import NIOWebSocket
 import Synchronization
 
 /// A request as a stand-in server received it, body included.
@@ -77,6 +78,8 @@ public struct ResponseWriter: Sendable {
 /// A small HTTPS (or HTTP) server on loopback that hands each complete request to `handler`.
 public final class TestHTTPServer: Sendable {
     public typealias Handler = @Sendable (ReceivedRequest, ResponseWriter) -> Void
+    /// Makes the protocol upgraders for one new connection.
+    public typealias Upgraders = @Sendable () -> [any HTTPServerProtocolUpgrader]
 
     private let channel: any Channel
     public let port: Int
@@ -89,7 +92,7 @@ public final class TestHTTPServer: Sendable {
     /// Starts listening on 127.0.0.1 at `port` (0: any free port).
     public static func start(
         tls: TLSConfiguration?, port: Int = 0, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
-        handler: @escaping Handler
+        upgraders: Upgraders? = nil, handler: @escaping Handler
     ) async throws -> TestHTTPServer {
         let sslContext = try tls.map { try NIOSSLContext(configuration: $0) }
         let channel = try await ServerBootstrap(group: group)
@@ -99,8 +102,23 @@ public final class TestHTTPServer: Sendable {
                     if let sslContext {
                         try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: sslContext))
                     }
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                    try channel.pipeline.syncOperations.addHandler(CollectingHandler(handler: handler))
+                    let collecting = CollectingHandler(handler: handler)
+                    if let upgraders {
+                        // Once upgraded, the request collector must leave: frames are not HTTP.
+                        try channel.pipeline.syncOperations.configureHTTPServerPipeline(
+                            withServerUpgrade: (
+                                upgraders: upgraders(),
+                                completionHandler: { context in
+                                    let pipeline = context.pipeline.syncOperations
+                                    if let collecting = try? pipeline.handler(type: CollectingHandler.self) {
+                                        pipeline.removeHandler(collecting, promise: nil)
+                                    }
+                                }
+                            ))
+                    } else {
+                        try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                    }
+                    try channel.pipeline.syncOperations.addHandler(collecting)
                 }
             }
             .bind(host: "127.0.0.1", port: port).get()
@@ -113,7 +131,7 @@ public final class TestHTTPServer: Sendable {
 }
 
 /// Collects a request's body, then calls the handler.
-private final class CollectingHandler: ChannelInboundHandler {
+private final class CollectingHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
 
     private let handler: TestHTTPServer.Handler
@@ -145,6 +163,8 @@ private final class CollectingHandler: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // A declined upgrade is reported as an error, then served as an ordinary request.
+        if error is NIOWebSocketUpgradeError || error is TestbedError { return }
         context.close(promise: nil)
     }
 }

@@ -24,8 +24,9 @@ struct Serve: AsyncParsableCommand {
         abstract: "Start a stand-in issuer and API server on loopback and write what a proxy needs into a folder.",
         discussion: """
             Writes into --dir: issuer-url, issuer-ca.crt (the issuer's CA), kubeconfig (the API server, for \
-            the proxy's --kubeconfig), token (a user token valid for an hour), and ready (last). Prints every \
-            request the API server receives, then runs until interrupted.
+            the proxy's --kubeconfig), token (a user token valid for an hour), proxy.crt and proxy.key (a \
+            serving certificate for the proxy, for localhost and 127.0.0.1) with proxy-ca.crt (its CA), and \
+            ready (last). Prints every request the API server receives, then runs until interrupted.
             """)
 
     @Option(help: "Folder to write the files into (created if missing).")
@@ -64,6 +65,11 @@ struct Serve: AsyncParsableCommand {
         try write("issuer-ca.crt", issuer.certificateAuthority.certificatePEM)
         try write("kubeconfig", kubeconfig)
         try write("token", token + "\n")
+        let proxyAuthority = try TestCertificateAuthority(commonName: "kube-impersonate-proxy demo CA")
+        let proxyIdentity = try proxyAuthority.issueServerCertificate()
+        try write("proxy-ca.crt", proxyAuthority.certificatePEM)
+        try write("proxy.crt", proxyIdentity.certificatePEM)
+        try write("proxy.key", proxyIdentity.privateKeyPEM)
         try write("ready", "")
         say("stand-in issuer:     \(issuer.url)")
         say("stand-in API server: \(api.url)")

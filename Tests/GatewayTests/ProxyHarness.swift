@@ -24,6 +24,8 @@ struct ProxyHarness {
         var mapIssuer: @Sendable (IssuerConfiguration) -> IssuerConfiguration = { $0 }
         var allowReservedIdentities = false
         var responseHeadTimeout: TimeAmount = .seconds(30)
+        var requestHeadTimeout: TimeAmount = .seconds(60)
+        var maximumConnections = 10_000
         /// Upstream port override (for an API server that is not there).
         var upstreamPort: Int?
         var upstreamCAPEM: String?
@@ -61,7 +63,8 @@ struct ProxyHarness {
         let health = HealthEndpoints(issuers: current, readiness: .all)
         let gateway = GatewayContext(
             issuers: current, pool: UpstreamConnectionPool(group: group, credentials: credentials), health: health,
-            logger: logger, responseHeadTimeout: options.responseHeadTimeout)
+            logger: logger, responseHeadTimeout: options.responseHeadTimeout,
+            requestHeadTimeout: options.requestHeadTimeout, maximumConnections: options.maximumConnections)
         let server = try await ProxyServer.start(address: configuration.listenAddress, group: group, gateway: gateway)
         let client = HTTPClient(eventLoopGroup: group)
         let harness = ProxyHarness(

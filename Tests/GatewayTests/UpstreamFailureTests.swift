@@ -5,25 +5,18 @@ import Testing
 
 @Suite("When the API server cannot answer")
 struct UpstreamFailureTests {
-    /// A loopback port nothing listens on.
-    private func closedPort() async throws -> Int {
-        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .bind(host: "127.0.0.1", port: 0).get()
-        let port = channel.localAddress?.port ?? 1
-        try await channel.close()
-        return port
-    }
-
     @Test("API server down: 503 Status JSON")
     func unreachable() async throws {
+        let closed = try ClosedPort()
         var options = ProxyHarness.Options()
-        options.upstreamPort = try await closedPort()
+        options.upstreamPort = closed.port
         try await ProxyHarness.run(options) { harness in
             let response = try await harness.get("/api/v1/namespaces", token: try harness.issuer.mint())
             #expect(response.status == 503)
             #expect(response.body.contains(#""reason":"ServiceUnavailable""#))
             #expect(response.body.contains(#""code":503"#))
         }
+        _ = closed
     }
 
     @Test("an API server whose certificate is not trusted: 502 Status JSON")

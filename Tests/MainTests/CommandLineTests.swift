@@ -102,3 +102,34 @@ struct CommandLineTests {
         await issuer.stop()
     }
 }
+
+@Suite("Graceful shutdown, through the real binary")
+struct GracefulShutdownTests {
+    @Test("SIGTERM: new connections are refused, the request in flight completes, then exit 0")
+    func drainOnSigterm() async throws {
+        try await KubectlBench.with { bench in
+            let slow = bench.kubectlProcess(["get", "--raw", "/testbed/delay?ms=4000"])
+            let pipe = Pipe()
+            slow.standardOutput = pipe
+            slow.standardError = FileHandle.nullDevice
+            let output = StreamingOutput(pipe)
+            try slow.run()
+            // Wait until the slow request has reached the API server.
+            for _ in 0..<200 where !bench.api.requests.contains(where: { $0.path == "/testbed/delay" }) {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            bench.proxy.terminate()  // SIGTERM
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(bench.proxy.isRunning, "the proxy must wait for the request in flight:\n\(bench.log)")
+            let refused = try await bench.kubectl(["get", "--raw", "/version"])
+            #expect(refused.status != 0, "a new connection must be refused while draining")
+            slow.waitUntilExit()
+            #expect(slow.terminationStatus == 0)
+            #expect(output.text.contains(#""delayed":true"#))
+            for _ in 0..<100 where bench.proxy.isRunning { try await Task.sleep(for: .milliseconds(50)) }
+            #expect(!bench.proxy.isRunning)
+            #expect(bench.proxy.terminationStatus == 0)
+            #expect(bench.log.contains("every connection drained"))
+        }
+    }
+}

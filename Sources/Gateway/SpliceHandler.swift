@@ -1,0 +1,169 @@
+import NIOCore
+
+/// One end of a raw byte splice between a client connection and an upstream connection, used
+/// once an upgrade (`kubectl exec`, `attach`, `cp`, `port-forward`) has been answered `101`.
+///
+/// Both ends live on the same event loop, so partners call each other directly. Bytes read on
+/// one side are written to the other and flushed at the end of each read burst; a side whose
+/// partner cannot take more bytes stops reading (backpressure by writability). A read EOF is
+/// passed on as a half-close of the partner's output; a close or error closes both.
+///
+/// On the client side the handler sits at the front of the HTTP pipeline from the start and
+/// passes everything through until `activate` — so the HTTP handlers behind it never need to
+/// be taken apart, and no byte is parsed as HTTP after the switch.
+final class SpliceHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private var partner: SpliceHandler?
+    private var context: ChannelHandlerContext?
+    private var readPending = false
+    /// Bytes that arrived before the partner was linked (leftovers forwarded by a decoder).
+    private var early: [ByteBuffer] = []
+    private(set) var isActive = false
+    /// Called once when this side's connection closes after activation.
+    var onClose: (() -> Void)?
+
+    /// A pair of linked ends: install `client` on the client pipeline and `upstream` on the
+    /// upstream pipeline, then call `activate` on both.
+    static func pair() -> (client: SpliceHandler, upstream: SpliceHandler) {
+        let client = SpliceHandler()
+        let upstream = SpliceHandler()
+        client.partner = upstream
+        upstream.partner = client
+        return (client, upstream)
+    }
+
+    /// A pass-through end for the front of a client pipeline, linked later with `link(to:)`.
+    static func passThrough() -> SpliceHandler {
+        SpliceHandler()
+    }
+
+    /// Links a pass-through client end with a fresh upstream end and returns the latter.
+    func makePartner() -> SpliceHandler {
+        let upstream = SpliceHandler()
+        upstream.partner = self
+        partner = upstream
+        return upstream
+    }
+
+    /// From now on every byte read is spliced to the partner, and reads follow its writability.
+    func activate() {
+        isActive = true
+        for buffer in early { partner?.writeFromPartner(buffer) }
+        if !early.isEmpty { partner?.flushFromPartner() }
+        early = []
+        if readPending, let context, partner?.isWritable ?? false {
+            readPending = false
+            context.read()
+        }
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard isActive else {
+            context.fireChannelRead(data)
+            return
+        }
+        let buffer = unwrapInboundIn(data)
+        if let partner, partner.isActive {
+            partner.writeFromPartner(buffer)
+        } else {
+            early.append(buffer)
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        guard isActive else {
+            context.fireChannelReadComplete()
+            return
+        }
+        partner?.flushFromPartner()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if isActive, context.channel.isWritable {
+            partner?.partnerBecameWritable()
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard isActive else {
+            context.fireUserInboundEventTriggered(event)
+            return
+        }
+        if let event = event as? ChannelEvent, case .inputClosed = event {
+            partner?.closeOutputFromPartner()
+        }
+        // Other events (a request to quiesce, for one) do not end a spliced session.
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if isActive {
+            partner?.closeFromPartner()
+            onClose?()
+            onClose = nil
+        }
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        guard isActive else {
+            context.fireErrorCaught(error)
+            return
+        }
+        partner?.closeFromPartner()
+        context.close(promise: nil)
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if !isActive || (partner?.isWritable ?? false) {
+            context.read()
+        } else {
+            readPending = true
+        }
+    }
+
+    // MARK: Called by the partner
+
+    private var isWritable: Bool { context?.channel.isWritable ?? false }
+
+    private func writeFromPartner(_ buffer: ByteBuffer) {
+        context?.write(wrapOutboundOut(buffer), promise: nil)
+    }
+
+    /// Flushes what the partner wrote: bytes a removed decoder forwarded arrive without a
+    /// read-complete, so whoever triggers that removal flushes once afterwards.
+    func flushFromPartner() {
+        context?.flush()
+    }
+
+    private func partnerBecameWritable() {
+        if readPending, let context {
+            readPending = false
+            context.read()
+        }
+    }
+
+    private func closeOutputFromPartner() {
+        guard let context else { return }
+        context.close(mode: .output).assumeIsolated().whenFailure { _ in
+            // The transport cannot half-close (TLS, for one): close fully.
+            context.close(promise: nil)
+        }
+    }
+
+    private func closeFromPartner() {
+        context?.close(promise: nil)
+    }
+}

@@ -1,0 +1,150 @@
+import Testbed
+import Testing
+
+@Suite("Upgraded connections: exec, attach, cp and port-forward")
+struct UpgradeTests {
+    private func upgradeRequest(token: String, path: String = "/api/v1/namespaces/default/pods/web/portforward")
+        -> String
+    {
+        "POST \(path) HTTP/1.1\r\nHost: proxy\r\nAuthorization: Bearer \(token)\r\n"
+            + "Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\nX-Stream-Protocol-Version: portforward.k8s.io\r\n"
+            + "Content-Length: 0\r\n\r\n"
+    }
+
+    @Test("a SPDY/3.1 upgrade is authenticated, answered 101 and spliced both ways, bytes after the 101 included")
+    func spdySplice() async throws {
+        try await ProxyHarness.run { harness in
+            let connection = try await RawConnection.connect(port: harness.port)
+            try await connection.send(upgradeRequest(token: try harness.issuer.mint()))
+            let switched = try await connection.wait { $0.text.contains("upstream-ready\n") }
+            #expect(switched, "got: \(connection.text)")
+            #expect(connection.text.hasPrefix("HTTP/1.1 101 Switching Protocols\r\n"))
+            #expect(connection.text.lowercased().contains("upgrade: spdy/3.1"))
+
+            let request = try #require(harness.api.requests.first)
+            #expect(request.values("Impersonate-User") == ["alice@example.com"])
+            #expect(request.values("Authorization") == ["Bearer \(harness.api.expectedToken)"])
+            #expect(request.values("Upgrade") == ["SPDY/3.1"])
+            #expect(request.values("X-Stream-Protocol-Version") == ["portforward.k8s.io"])
+
+            let before = connection.byteCount
+            try await connection.send("ping through the splice\n")
+            #expect(try await connection.wait { $0.text.hasSuffix("ping through the splice\n") })
+
+            // A megabyte both ways: backpressure must neither lose nor reorder bytes.
+            let payload = (0..<(1 << 20)).map { UInt8(truncatingIfNeeded: $0 % 251) }
+            try await connection.send(payload)
+            let expected = before + "ping through the splice\n".utf8.count + payload.count
+            #expect(try await connection.wait(timeout: .seconds(30)) { $0.byteCount >= expected })
+            await connection.close()
+        }
+    }
+
+    @Test("closing the client side of a splice closes the upstream side, and the reverse")
+    func spliceClosesTogether() async throws {
+        try await ProxyHarness.run { harness in
+            let connection = try await RawConnection.connect(port: harness.port)
+            try await connection.send(upgradeRequest(token: try harness.issuer.mint()))
+            #expect(try await connection.wait { $0.text.contains("upstream-ready\n") })
+            // The echo upstream closes when its input ends; the client then sees the end too.
+            try await connection.shutdownOutput()
+            #expect(try await connection.wait { $0.peerFinished })
+            // And the proxy is unharmed.
+            #expect(try await harness.get("/version", token: try harness.issuer.mint()).status == 200)
+        }
+    }
+
+    @Test("an upgrade with an invalid token: 401 Status JSON, the connection closed, nothing upstream")
+    func upgradeWithBadToken() async throws {
+        try await ProxyHarness.run { harness in
+            let connection = try await RawConnection.connect(port: harness.port)
+            try await connection.send(upgradeRequest(token: "not.a.token"))
+            #expect(try await connection.wait { $0.peerFinished })
+            #expect(connection.text.hasPrefix("HTTP/1.1 401 Unauthorized\r\n"))
+            #expect(connection.text.hasSuffix(unauthorizedStatus))
+            #expect(harness.api.requests.isEmpty)
+        }
+    }
+
+    @Test("an upgrade the API server declines is relayed as a normal response and the connection ends")
+    func declinedUpgrade() async throws {
+        try await ProxyHarness.run { harness in
+            let connection = try await RawConnection.connect(port: harness.port)
+            try await connection.send(
+                "GET /api/v1/namespaces HTTP/1.1\r\nHost: p\r\nAuthorization: Bearer \(try harness.issuer.mint())\r\n"
+                    + "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                    + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: v5.channel.k8s.io\r\n\r\n"
+            )
+            #expect(try await connection.wait { $0.peerFinished })
+            #expect(connection.text.hasPrefix("HTTP/1.1 200 OK\r\n"))
+            #expect(connection.text.contains(#""kind":"NamespaceList""#))
+        }
+    }
+
+    @Test("a 101 to a request that asked for no upgrade is refused with 502, never spliced")
+    func bogusSwitch() async throws {
+        try await ProxyHarness.run { harness in
+            let response = try await harness.get("/testbed/bogus-101", token: try harness.issuer.mint())
+            #expect(response.status == 502)
+            #expect(!response.body.contains("raw bytes"))
+            #expect(try await harness.get("/version", token: try harness.issuer.mint()).status == 200)
+        }
+    }
+
+    @Test("a client asserting Impersonate-* on an upgrade: 403, nothing upstream")
+    func upgradeWithImpersonationHeader() async throws {
+        try await ProxyHarness.run { harness in
+            let connection = try await RawConnection.connect(port: harness.port)
+            let request = upgradeRequest(token: try harness.issuer.mint())
+                .replacingOccurrences(of: "\r\n\r\n", with: "\r\nImpersonate-User: admin\r\n\r\n")
+            try await connection.send(request)
+            #expect(try await connection.wait { $0.peerFinished })
+            #expect(connection.text.hasPrefix("HTTP/1.1 403 Forbidden\r\n"))
+            #expect(harness.api.requests.isEmpty)
+        }
+    }
+}
+
+@Suite("Header hygiene")
+struct HeaderHygieneTests {
+    @Test("hop-by-hop headers, those a Connection header names, Proxy-* and TE never reach the API server")
+    func hopByHop() async throws {
+        try await ProxyHarness.run { harness in
+            let response = try await RawHTTPClient.send(
+                "GET /version HTTP/1.1\r\nHost: p\r\nAuthorization: Bearer \(try harness.issuer.mint())\r\n"
+                    + "Connection: close, X-Secret-Hop\r\nX-Secret-Hop: 1\r\nKeep-Alive: timeout=5\r\n"
+                    + "Proxy-Authorization: Basic eDp5\r\nProxy-Connection: keep-alive\r\nTE: trailers\r\n"
+                    + "Upgrade: h2c\r\nX-Remote-Group: system:masters\r\nx-remote-extra-scopes: all\r\n"
+                    + "X-Forwarded-For: 10.0.0.1\r\nX-Kept: yes\r\n\r\n",
+                port: harness.port)
+            #expect(response.status == 200)
+            let request = try #require(harness.api.requests.first)
+            let names = Set(request.headers.map { $0.name.lowercased() })
+            for dropped in [
+                "x-secret-hop", "keep-alive", "proxy-authorization", "proxy-connection", "te", "upgrade",
+                "x-remote-group", "x-remote-extra-scopes", "connection",
+            ] {
+                #expect(!names.contains(dropped), "\(dropped) reached the API server")
+            }
+            #expect(request.values("X-Forwarded-For") == ["127.0.0.1"])
+            #expect(request.values("X-Kept") == ["yes"])
+            #expect(request.values("Host") == ["127.0.0.1:\(harness.api.port)"])
+        }
+    }
+
+    @Test("Impersonate-* in any case, and with odd spacing, is refused")
+    func impersonationVariants() async throws {
+        try await ProxyHarness.run { harness in
+            let token = try harness.issuer.mint()
+            for header in [
+                "impersonate-user: a", "IMPERSONATE-GROUP: b", "Impersonate-Uid:c", "Impersonate-Extra-X:  d",
+            ] {
+                let response = try await RawHTTPClient.send(
+                    "GET /version HTTP/1.1\r\nHost: p\r\nAuthorization: Bearer \(token)\r\n\(header)\r\n\r\n",
+                    port: harness.port)
+                #expect(response.status == 403, "\(header)")
+            }
+            #expect(harness.api.requests.isEmpty)
+        }
+    }
+}
