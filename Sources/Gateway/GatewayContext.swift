@@ -1,3 +1,4 @@
+import Config
 import Logging
 import NIOCore
 
@@ -7,14 +8,17 @@ public struct GatewayContext: Sendable {
     public var pool: UpstreamConnectionPool
     public var health: HealthEndpoints
     public var logger: Logger
+    /// How configuration reloads have gone (for the metrics endpoint).
+    public var reloadStatus: CurrentReloadStatus
     /// How long the API server may take to start answering a forwarded request.
     public var responseHeadTimeout: TimeAmount
 
     public init(
         issuers: CurrentIssuers, pool: UpstreamConnectionPool, health: HealthEndpoints, logger: Logger,
-        responseHeadTimeout: TimeAmount = .seconds(120)
+        responseHeadTimeout: TimeAmount = .seconds(120), reloadStatus: CurrentReloadStatus = CurrentReloadStatus()
     ) {
         self.issuers = issuers
+        self.reloadStatus = reloadStatus
         self.pool = pool
         self.health = health
         self.logger = logger
