@@ -3,6 +3,14 @@ import Config
 
 /// The flags of the default (serving) command; the seed's flags keep their names and defaults.
 struct ServeOptions: ParsableArguments {
+    @Option(
+        name: .customLong("config"),
+        help: ArgumentHelp(
+            "YAML configuration: the proxy's own file or a kube-apiserver AuthenticationConfiguration.",
+            discussion: "Re-read on SIGHUP and when its content changes; flags override it.",
+            valueName: "file"))
+    var configFile: String?
+
     @Option(name: .customLong("oidc-issuer-url"), help: "URL of the OIDC issuer whose tokens are accepted (https).")
     var issuerURL: String?
 
@@ -38,6 +46,11 @@ struct ServeOptions: ParsableArguments {
     var listenAddress: String?
 
     @Option(
+        name: .customLong("metrics-addr"),
+        help: "Address of the metrics listener; \"\" disables it. (default: :9090)")
+    var metricsAddress: String?
+
+    @Option(
         name: .customLong("kubeconfig"),
         help: "Reach the API server through this kubeconfig's current context. (default: in-cluster)")
     var kubeconfig: String?
@@ -47,6 +60,7 @@ struct ServeOptions: ParsableArguments {
 
     var flags: ProxyFlags {
         var flags = ProxyFlags()
+        flags.configFile = configFile
         flags.issuerURL = issuerURL
         flags.clientID = clientID
         flags.usernameClaim = usernameClaim
@@ -57,6 +71,7 @@ struct ServeOptions: ParsableArguments {
         flags.requiredClaims = requiredClaims
         flags.signingAlgorithms = signingAlgorithms
         flags.listenAddress = listenAddress
+        flags.metricsAddress = metricsAddress
         flags.kubeconfig = kubeconfig
         return flags
     }
