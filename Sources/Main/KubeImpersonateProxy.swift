@@ -16,6 +16,10 @@ struct KubeImpersonateProxy: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kube-impersonate-proxy",
         abstract: "A reverse proxy for the Kubernetes API that turns verified OIDC tokens into impersonation.",
+        usage: """
+            kube-impersonate-proxy [--config <file>] [<options>]
+            kube-impersonate-proxy check-config [--config <file>] [<options>]
+            """,
         discussion: """
             Verifies each request's OIDC bearer token and forwards it to the API server with \
             Impersonate-User / Impersonate-Group headers, using the proxy's own credential.

@@ -45,6 +45,17 @@ struct ReloadTests {
         }
     }
 
+    @Test("flags only: SIGHUP re-applies the flags and the proxy keeps serving")
+    func hangUpInFlagsOnlyMode() async throws {
+        try await RunningProxy.run(groupsPrefix: "seed:", flagsOnly: true) { proxy in
+            proxy.hangUp()
+            try await proxy.waitForLog(["configuration reloaded", "trigger=SIGHUP", "keptKeys="])
+            #expect(proxy.process.isRunning)
+            #expect(try await proxy.get().groups == ["seed:developers"])
+            #expect(proxy.logLines(containing: ["trigger=file content changed"]) == 0)
+        }
+    }
+
     @Test("a change that needs a restart is logged and not applied; the rest of the file is")
     func restartNeedingChangeIsLoggedNotApplied() async throws {
         try await RunningProxy.run(groupsPrefix: "v1:") { proxy in

@@ -14,10 +14,10 @@ final class RunningProxy: Sendable {
     var configPath: String { directory.appendingPathComponent("config.yaml").path }
     var logURL: URL { directory.appendingPathComponent("proxy.log") }
 
-    /// Starts the proxy with `config` (made by `configYAML(groupsPrefix:)` unless given) at
-    /// `configPath`, or at `configAt` when that names another file (a ConfigMap-style layout).
+    /// Starts the proxy with a config file made by `configYAML` at `configPath`, or where
+    /// `configAt` puts it (a ConfigMap-style layout); or, with `flagsOnly`, the seed's flags.
     private static func start(
-        configAt: ((URL, String) throws -> String)? = nil, groupsPrefix: String = "v1:"
+        configAt: ((URL, String) throws -> String)?, groupsPrefix: String, flagsOnly: Bool
     ) async throws -> RunningProxy {
         let issuer = try await StandInIssuer()
         let api = try await StandInAPIServer()
@@ -30,20 +30,31 @@ final class RunningProxy: Sendable {
             current-context: x
             """
         try kubeconfig.write(to: directory.appendingPathComponent("kubeconfig"), atomically: true, encoding: .utf8)
-        let yaml = configYAML(issuer: issuer, groupsPrefix: groupsPrefix)
-        let configPath: String
-        if let configAt {
-            configPath = try configAt(directory, yaml)
+        var arguments: [String]
+        if flagsOnly {
+            let caFile = directory.appendingPathComponent("issuer-ca.crt")
+            try issuer.certificateAuthority.certificatePEM.write(to: caFile, atomically: true, encoding: .utf8)
+            arguments = [
+                "--oidc-issuer-url=\(issuer.url)", "--oidc-client-id=kubernetes", "--oidc-ca-file", caFile.path,
+                "--oidc-groups-prefix=\(groupsPrefix)",
+            ]
         } else {
-            configPath = directory.appendingPathComponent("config.yaml").path
-            try yaml.write(toFile: configPath, atomically: true, encoding: .utf8)
+            let yaml = configYAML(issuer: issuer, groupsPrefix: groupsPrefix)
+            let configPath: String
+            if let configAt {
+                configPath = try configAt(directory, yaml)
+            } else {
+                configPath = directory.appendingPathComponent("config.yaml").path
+                try yaml.write(toFile: configPath, atomically: true, encoding: .utf8)
+            }
+            arguments = ["--config", configPath]
         }
         let port = try freePort()
-        let process = try ProxyBinary.start(
-            [
-                "--config", configPath, "--kubeconfig", directory.appendingPathComponent("kubeconfig").path,
-                "--listen-addr=127.0.0.1:\(port)", "--v=2",
-            ], log: directory.appendingPathComponent("proxy.log"))
+        arguments += [
+            "--kubeconfig", directory.appendingPathComponent("kubeconfig").path, "--listen-addr=127.0.0.1:\(port)",
+            "--v=2",
+        ]
+        let process = try ProxyBinary.start(arguments, log: directory.appendingPathComponent("proxy.log"))
         let proxy = RunningProxy(issuer: issuer, api: api, directory: directory, port: port, process: process)
         try await proxy.waitUntilReady()
         return proxy
@@ -51,10 +62,10 @@ final class RunningProxy: Sendable {
 
     /// Starts a proxy (as `start` does), runs `body` with it, and stops it whatever happens.
     static func run(
-        configAt: ((URL, String) throws -> String)? = nil, groupsPrefix: String = "v1:",
+        configAt: ((URL, String) throws -> String)? = nil, groupsPrefix: String = "v1:", flagsOnly: Bool = false,
         _ body: (RunningProxy) async throws -> Void
     ) async throws {
-        let proxy = try await start(configAt: configAt, groupsPrefix: groupsPrefix)
+        let proxy = try await start(configAt: configAt, groupsPrefix: groupsPrefix, flagsOnly: flagsOnly)
         do {
             try await body(proxy)
         } catch {
