@@ -120,7 +120,9 @@ struct YAMLField {
             case Tag.Name.int.rawValue, Tag.Name.float.rawValue: return "the number \(scalar.string)"
             case Tag.Name.bool.rawValue: return "the boolean \(scalar.string)"
             case Tag.Name.null.rawValue: return "null"
-            default: return "the string \"\(scalar.string)\""
+            case Tag.Name.timestamp.rawValue: return "the timestamp \(scalar.string)"
+            case Tag.Name.str.rawValue: return "the string \"\(scalar.string)\""
+            default: return "the value \(scalar.string)"
             }
         }
     }

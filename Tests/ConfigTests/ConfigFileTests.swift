@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 
 @testable import Config
@@ -202,6 +203,28 @@ struct ConfigFileTests {
                 "jwt[1].issuer.url: is required: the issuer's https URL, equal to its tokens' iss",
                 "jwt[1].issuer.audiences: at least one audience is required: the client ID the issuer's tokens carry in aud",
             ])
+    }
+
+    @Test("numbers, booleans and dates meant as strings must be quoted, as Kubernetes requires")
+    func unquotedScalars() throws {
+        let yaml = """
+            jwt:
+              - issuer: {url: "https://a.example.com", audiences: [123]}
+                claimValidationRules:
+                  - {claim: since, requiredValue: 2026-01-01}
+                  - {claim: admin, requiredValue: true}
+            """
+        #expect(
+            problems(yaml) == [
+                "jwt[0].issuer.audiences[0]: must be a string, not the number 123 (put it in quotes: \"123\")",
+                "jwt[0].claimValidationRules[0].requiredValue: must be a string, not the timestamp 2026-01-01 (put it in quotes: \"2026-01-01\")",
+                "jwt[0].claimValidationRules[1].requiredValue: must be a string, not the boolean true (put it in quotes: \"true\")",
+                "jwt[0].issuer.audiences: at least one audience is required: the client ID the issuer's tokens carry in aud",
+            ])
+        let quoted = yaml.replacingOccurrences(of: "[123]", with: "[\"123\"]").replacingOccurrences(
+            of: "2026-01-01", with: "\"2026-01-01\""
+        ).replacingOccurrences(of: "true}", with: "\"true\"}")
+        #expect(try loadFile(quoted).configuration.issuers[0].claimValidationRules[1].requiredValue == "true")
     }
 
     @Test("invalid YAML, duplicate keys, several documents and an empty file name the file and the line")
