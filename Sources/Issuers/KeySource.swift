@@ -9,7 +9,7 @@ import Synchronization
 /// the new `IssuerSet` adopts the old set's source and neither refetches nor forgets its keys.
 ///
 /// Lifetime: each `IssuerSet` using the source holds one claim on it. The refresh task starts
-/// with the first claim (`start()`) and is cancelled, and the HTTP client closed, when the
+/// with the first claim (`claim()`) and is cancelled, and the HTTP client closed, when the
 /// last claim is released; a retired source never fetches again.
 final class KeySource: Sendable {
     /// The configuration the source was created for; only its key-source fields matter.
