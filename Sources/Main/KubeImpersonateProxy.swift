@@ -59,7 +59,7 @@ struct KubeImpersonateProxy: AsyncParsableCommand {
         } catch {
             // Problems with flags alone are usage errors (exit 2, as the seed); a file's are not.
             if error.problems.allSatisfy({ $0.path.hasPrefix("-") }) { throw ValidationError(error.description) }
-            throw FatalError("invalid configuration:\n" + error.description)
+            throw FatalError("invalid configuration in \(flags.configFile ?? "the flags"):\n" + error.description)
         }
         for note in loaded.notes { logger.info("configuration note", metadata: ["note": "\(note)"]) }
         let upstream: UpstreamConfiguration

@@ -120,8 +120,10 @@ struct CheckConfigTests {
     func servingRefusesInvalidFile() throws {
         try withFiles(["config.yaml": "jwt:\n  - issuer: {url: \"http://idp.example.com\", audiences: [k]}\n"]) {
             directory in
-            let outcome = try ProxyBinary.run(["--config", directory.appendingPathComponent("config.yaml").path])
+            let path = directory.appendingPathComponent("config.yaml").path
+            let outcome = try ProxyBinary.run(["--config", path])
             #expect(outcome.status == 1)
+            #expect(outcome.standardError.contains("invalid configuration in \(path):\n"))
             #expect(
                 outcome.standardError.contains(
                     "jwt[0].issuer.url: \"http://idp.example.com\": URL scheme must be https"))
