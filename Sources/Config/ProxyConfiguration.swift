@@ -2,6 +2,9 @@
 public enum UpstreamSource: Sendable, Hashable {
     case inCluster
     case kubeconfig(path: String)
+    /// An API server named in the config file's `upstream`: its `https://` URL, the CA bundle
+    /// that signs its certificate (nil: the system roots) and the proxy's bearer-token file.
+    case server(url: String, certificateAuthorityFile: String?, tokenFile: String)
 }
 
 /// Whether `/readyz` needs every issuer ready or any one.

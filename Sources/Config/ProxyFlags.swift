@@ -1,8 +1,8 @@
-import FoundationEssentials
-
 /// The command-line flags that shape the configuration, as given: nil means "not on the
 /// command line", which the overlay rules of SPEC §1 need to tell apart from a default.
 public struct ProxyFlags: Sendable, Hashable {
+    /// `--config`: the YAML file (SPEC §2); nil is the seed's flags-only mode.
+    public var configFile: String?
     public var issuerURL: String?
     public var clientID: String?
     public var usernameClaim: String?
@@ -21,88 +21,36 @@ public struct ProxyFlags: Sendable, Hashable {
     public var tlsPrivateKeyFile: String?
 
     public init() {}
+
+    /// The issuer-scoped flags that were given, by name: they describe the issuer that
+    /// `--oidc-issuer-url` names and mean nothing without it when a file lists the issuers.
+    var issuerScopedFlagsGiven: [String] {
+        var given: [String] = []
+        if clientID != nil { given.append("--oidc-client-id") }
+        if usernamePrefix != nil { given.append("--oidc-username-prefix") }
+        if groupsPrefix != nil { given.append("--oidc-groups-prefix") }
+        if caFile != nil { given.append("--oidc-ca-file") }
+        if !requiredClaims.isEmpty { given.append("--oidc-required-claim") }
+        if signingAlgorithms != nil { given.append("--oidc-signing-algs") }
+        return given
+    }
 }
 
-/// Builds the effective configuration from flags, reporting every problem at once.
-public enum ConfigurationLoader {
-    public static func load(flags: ProxyFlags) throws(ConfigurationError) -> ProxyConfiguration {
-        var problems = ProblemCollector()
-        var configuration = ProxyConfiguration(issuers: [])
-
-        if let text = flags.listenAddress {
-            if let address = problems.collect({ () throws(ConfigurationError) in
-                try ListenAddress(parsing: text, path: "--listen-addr")
-            }) {
-                configuration.listenAddress = address
-            }
+/// The flags that describe one issuer, read and checked; shared by the flags-only mode and the
+/// overlay onto a file. Every problem names its flag.
+enum IssuerFlags {
+    /// The `--oidc-ca-file` bundle, read and checked to hold a PEM certificate.
+    static func certificateAuthority(_ flags: ProxyFlags, problems: inout ProblemCollector) -> String? {
+        guard let caFile = flags.caFile, !caFile.isEmpty else { return nil }
+        return problems.collect { () throws(ConfigurationError) in
+            let pem = try readTextFile(caFile, path: "--oidc-ca-file")
+            try IssuerValidation.validateCertificatePEM(pem, path: "--oidc-ca-file", file: caFile)
+            return pem
         }
-        if let text = flags.metricsAddress {
-            if text.isEmpty {
-                configuration.metricsAddress = nil
-            } else if let address = problems.collect({ () throws(ConfigurationError) in
-                try ListenAddress(parsing: text, path: "--metrics-addr")
-            }) {
-                configuration.metricsAddress = address
-            }
-        }
-        switch (flags.tlsCertFile ?? "", flags.tlsPrivateKeyFile ?? "") {
-        case ("", ""):
-            break
-        case (let certificate, ""):
-            _ = certificate
-            problems.add("--tls-private-key-file", "is required with --tls-cert-file")
-        case ("", _):
-            problems.add("--tls-cert-file", "is required with --tls-private-key-file")
-        case (let certificate, let key):
-            for (flag, file) in [("--tls-cert-file", certificate), ("--tls-private-key-file", key)]
-            where !FileManager.default.isReadableFile(atPath: file) {
-                problems.add(flag, "cannot read \"\(file)\": no such file, or not readable")
-            }
-            configuration.tls = ServingTLS(certificateFile: certificate, privateKeyFile: key)
-        }
-        if let kubeconfig = flags.kubeconfig, !kubeconfig.isEmpty {
-            configuration.upstream = .kubeconfig(path: kubeconfig)
-        }
-
-        if let url = flags.issuerURL {
-            if let issuer = problems.collect({ () throws(ConfigurationError) in try issuerFromFlags(url: url, flags) })
-            {
-                configuration.issuers.append(issuer)
-            }
-        } else {
-            problems.add("--oidc-issuer-url", "is required: the URL of the OIDC issuer whose tokens the proxy accepts")
-            if flags.clientID == nil {
-                problems.add("--oidc-client-id", "is required: the audience (client ID) the issuer's tokens carry")
-            }
-        }
-        try problems.throwIfAny()
-        return configuration
     }
 
-    private static func issuerFromFlags(url: String, _ flags: ProxyFlags) throws(ConfigurationError)
-        -> IssuerConfiguration
-    {
-        var problems = ProblemCollector()
-        problems.collect { () throws(ConfigurationError) in
-            try IssuerValidation.validateIssuerURL(url, path: "--oidc-issuer-url")
-        }
-
-        var audiences: [String] = []
-        if let clientID = flags.clientID, !clientID.isEmpty {
-            audiences = [clientID]
-        } else {
-            problems.add("--oidc-client-id", "is required: the audience (client ID) the issuer's tokens carry")
-        }
-
-        var caPEM: String?
-        if let caFile = flags.caFile, !caFile.isEmpty {
-            caPEM = problems.collect { () throws(ConfigurationError) in
-                let pem = try readTextFile(caFile, path: "--oidc-ca-file")
-                try IssuerValidation.validateCertificatePEM(pem, path: "--oidc-ca-file", file: caFile)
-                return pem
-            }
-        }
-
+    /// The `--oidc-required-claim CLAIM=VALUE` rules; each claim at most once.
+    static func claimValidationRules(_ flags: ProxyFlags, problems: inout ProblemCollector) -> [ClaimValidationRule] {
         var rules: [ClaimValidationRule] = []
         for pair in flags.requiredClaims {
             guard let equals = pair.firstIndex(of: "="), equals != pair.startIndex else {
@@ -116,22 +64,43 @@ public enum ConfigurationLoader {
             }
             rules.append(ClaimValidationRule(claim: claim, requiredValue: String(pair[pair.index(after: equals)...])))
         }
+        return rules
+    }
 
-        var algorithms = Set(SigningAlgorithm.allCases)
-        if let list = flags.signingAlgorithms {
-            algorithms = []
-            for name in list.split(separator: ",", omittingEmptySubsequences: false) {
-                let trimmed = String(name.filter { !$0.isWhitespace })
-                if let algorithm = SigningAlgorithm(rawValue: trimmed) {
-                    algorithms.insert(algorithm)
-                } else {
-                    problems.add(
-                        "--oidc-signing-algs",
-                        "\"\(trimmed)\" is not supported; choose from "
-                            + SigningAlgorithm.allCases.sorted().map(\.rawValue).joined(separator: ", "))
-                }
+    /// The `--oidc-signing-algs` list; nil when the flag is not given (every supported algorithm).
+    static func signingAlgorithms(_ flags: ProxyFlags, problems: inout ProblemCollector) -> Set<SigningAlgorithm>? {
+        guard let list = flags.signingAlgorithms else { return nil }
+        var algorithms: Set<SigningAlgorithm> = []
+        for name in list.split(separator: ",", omittingEmptySubsequences: false) {
+            let trimmed = String(name.filter { !$0.isWhitespace })
+            if let algorithm = SigningAlgorithm(rawValue: trimmed) {
+                algorithms.insert(algorithm)
+            } else {
+                problems.add(
+                    "--oidc-signing-algs",
+                    "\"\(trimmed)\" is not supported; choose from "
+                        + SigningAlgorithm.allCases.sorted().map(\.rawValue).joined(separator: ", "))
             }
         }
+        return algorithms
+    }
+
+    /// The issuer the flags alone describe (the seed's mode, or a flag issuer added to a file's).
+    static func issuer(url: String, _ flags: ProxyFlags) throws(ConfigurationError) -> IssuerConfiguration {
+        var problems = ProblemCollector()
+        problems.collect { () throws(ConfigurationError) in
+            try IssuerValidation.validateIssuerURL(url, path: "--oidc-issuer-url")
+        }
+
+        var audiences: [String] = []
+        if let clientID = flags.clientID, !clientID.isEmpty {
+            audiences = [clientID]
+        } else {
+            problems.add("--oidc-client-id", "is required: the audience (client ID) the issuer's tokens carry")
+        }
+        let caPEM = certificateAuthority(flags, problems: &problems)
+        let rules = claimValidationRules(flags, problems: &problems)
+        let algorithms = signingAlgorithms(flags, problems: &problems) ?? Set(SigningAlgorithm.allCases)
 
         var mappings = ClaimMappings()
         if let claim = flags.usernameClaim {

@@ -82,6 +82,34 @@ public struct UpstreamConfiguration: Sendable, Hashable {
     }
 }
 
+extension UpstreamConfiguration {
+    /// Resolves where the API server is: reads the in-cluster environment, the kubeconfig, or
+    /// the config file's `upstream` files. Reads files only; never contacts the server.
+    public static func resolve(
+        _ source: UpstreamSource, environment: [String: String]
+    ) throws(ConfigurationError) -> UpstreamConfiguration {
+        switch source {
+        case .inCluster:
+            return try .inCluster(environment: environment)
+        case .kubeconfig(let path):
+            return try .fromKubeconfig(file: path)
+        case .server(let url, let certificateAuthorityFile, let tokenFile):
+            let (host, port) = try parseHTTPSServer(url, path: "upstream.server")
+            var caPEM: String?
+            if let certificateAuthorityFile {
+                caPEM = try readTextFile(certificateAuthorityFile, path: "upstream.certificateAuthorityFile")
+            }
+            guard FileManager.default.isReadableFile(atPath: tokenFile) else {
+                throw ConfigurationError(
+                    "upstream.tokenFile", "cannot read \"\(tokenFile)\": no such file, or not readable")
+            }
+            return UpstreamConfiguration(
+                host: host, port: port, certificateAuthorityPEM: caPEM, credential: .bearerTokenFile(path: tokenFile),
+                source: "upstream.server")
+        }
+    }
+}
+
 /// Reads a whole text file, naming `path` (a flag or field) in the error.
 public func readTextFile(_ file: String, path: String) throws(ConfigurationError) -> String {
     guard let data = FileManager.default.contents(atPath: file) else {

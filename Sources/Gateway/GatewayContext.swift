@@ -1,3 +1,4 @@
+import Config
 import Logging
 import NIOCore
 
@@ -7,6 +8,8 @@ public struct GatewayContext: Sendable {
     public var pool: UpstreamConnectionPool
     public var health: HealthEndpoints
     public var logger: Logger
+    /// How configuration reloads have gone (for the metrics endpoint).
+    public var reloadStatus: CurrentReloadStatus
     /// How long the API server may take to start answering a forwarded request.
     public var responseHeadTimeout: TimeAmount
     /// How long a client connection may wait between requests, or take to send a request's
@@ -18,9 +21,10 @@ public struct GatewayContext: Sendable {
     public init(
         issuers: CurrentIssuers, pool: UpstreamConnectionPool, health: HealthEndpoints, logger: Logger,
         responseHeadTimeout: TimeAmount = .seconds(120), requestHeadTimeout: TimeAmount = .seconds(60),
-        maximumConnections: Int = 10_000
+        maximumConnections: Int = 10_000, reloadStatus: CurrentReloadStatus = CurrentReloadStatus()
     ) {
         self.issuers = issuers
+        self.reloadStatus = reloadStatus
         self.pool = pool
         self.health = health
         self.logger = logger

@@ -8,11 +8,10 @@ import Synchronization
 public final class HealthEndpoints: Sendable {
     private let shuttingDown = Atomic<Bool>(false)
     private let issuers: CurrentIssuers
-    private let readiness: ReadinessPolicy
 
-    public init(issuers: CurrentIssuers, readiness: ReadinessPolicy) {
+    /// The readiness policy (`all` or `any`) is the current snapshot's, so a reload changes it.
+    public init(issuers: CurrentIssuers) {
         self.issuers = issuers
-        self.readiness = readiness
     }
 
     /// Makes `/readyz` fail from now on (graceful shutdown has begun).
@@ -48,7 +47,7 @@ public final class HealthEndpoints: Sendable {
                 }
                 issuerChecks.append(("issuer-\(issuer.configuration.name)", failure))
             }
-            if readiness == .any && anyReady {
+            if issuerSet.configuration.readiness == .any && anyReady {
                 issuerChecks = issuerChecks.map { ($0.name, nil) }
             }
             checks += issuerChecks

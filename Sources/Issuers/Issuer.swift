@@ -1,7 +1,6 @@
 import Config
 import FoundationEssentials
 import Logging
-import Synchronization
 
 /// How often an issuer's keys are fetched and retried.
 public struct KeyRefreshTiming: Sendable {
@@ -40,130 +39,33 @@ public enum IssuerStatus: Sendable, Equatable {
     }
 }
 
-/// One configured issuer at run time: its verifier, its current keys and their refresh.
+/// One configured issuer at run time: its configuration, its verifier, and the key source it
+/// shares with any other set that configures the same URL, discovery URL and CA.
 public final class Issuer: Sendable {
     public let configuration: IssuerConfiguration
     let verifier: TokenVerifier
-    private let fetcher: KeyFetcher
-    private let timing: KeyRefreshTiming
-    private let logger: Logger
+    let keySource: KeySource
 
-    private struct State {
-        var keys: KeySet?
-        var lastError: String?
-        var lastSuccess: ContinuousClock.Instant?
-        var lastOnDemandFetch: ContinuousClock.Instant?
-        var inFlight: Task<Void, Never>?
-        var fetchCount = 0
-    }
-    private let state = Mutex(State())
-
-    init(
-        configuration: IssuerConfiguration, allowReservedIdentities: Bool, timing: KeyRefreshTiming, logger: Logger
-    ) throws(IssuerSetupError) {
+    init(configuration: IssuerConfiguration, allowReservedIdentities: Bool, keySource: KeySource) {
         self.configuration = configuration
         self.verifier = TokenVerifier(configuration: configuration, allowReservedIdentities: allowReservedIdentities)
-        self.fetcher = try KeyFetcher(configuration: configuration)
-        self.timing = timing
-        var logger = logger
-        logger[metadataKey: "issuer"] = "\(configuration.name)"
-        self.logger = logger
+        self.keySource = keySource
     }
 
-    var keys: KeySet? { state.withLock { $0.keys } }
+    var keys: KeySet? { keySource.keys }
 
-    public var status: IssuerStatus {
-        state.withLock { state in
-            if state.keys == nil { return .notLoaded(lastError: state.lastError) }
-            if let error = state.lastError { return .stale(lastError: error) }
-            return .ready
-        }
-    }
+    public var status: IssuerStatus { keySource.status }
 
     /// How many discovery+JWKS fetches have been started (for tests and metrics).
-    public var fetchCount: Int { state.withLock { $0.fetchCount } }
+    public var fetchCount: Int { keySource.fetchCount }
 
-    /// Fetches keys until the first success (with backoff), then refreshes them periodically.
-    /// Returns when the task is cancelled.
-    func runRefreshLoop() async {
-        var backoff = timing.initialBackoff
-        while !Task.isCancelled {
-            await fetch()
-            let loaded = state.withLock { $0.keys != nil && $0.lastError == nil }
-            let delay: Duration
-            if loaded {
-                backoff = timing.initialBackoff
-                delay = timing.refreshInterval
-            } else {
-                delay = backoff
-                backoff = min(backoff * 2, timing.maximumBackoff)
-            }
-            try? await Task.sleep(for: delay)
-        }
+    /// Whether both use the same key source: the same keys, fetched once (after a reload that
+    /// kept this issuer's URL, discovery URL and CA).
+    public func sharesKeys(with other: Issuer) -> Bool {
+        keySource === other.keySource
     }
 
-    /// Refetches the keys for a token no current key verified, unless a refetch ran within
-    /// `minimumRefetchInterval`; concurrent callers share one fetch. Returns the keys to retry
-    /// with, or nil when no refetch happened (rate limited).
     func refetchForUnverifiedToken() async -> KeySet? {
-        let task: Task<Void, Never>? = state.withLock { state in
-            if let inFlight = state.inFlight { return inFlight }
-            let now = ContinuousClock.now
-            if let last = state.lastOnDemandFetch, now - last < timing.minimumRefetchInterval { return nil }
-            state.lastOnDemandFetch = now
-            return startFetch(&state)
-        }
-        guard let task else { return nil }
-        await task.value
-        return keys
-    }
-
-    /// Runs one fetch, or joins the one in flight.
-    private func fetch() async {
-        await state.withLock { startFetch(&$0) }.value
-    }
-
-    private func startFetch(_ state: inout State) -> Task<Void, Never> {
-        if let inFlight = state.inFlight { return inFlight }
-        state.fetchCount += 1
-        let task = Task { await self.performFetch() }
-        state.inFlight = task
-        return task
-    }
-
-    private func performFetch() async {
-        let result: Result<(KeySet, skipped: [String]), KeyFetchError>
-        do {
-            result = .success(try await fetcher.fetchKeys())
-        } catch {
-            result = .failure(error)
-        }
-        let hadKeys = state.withLock { state in
-            defer { state.inFlight = nil }
-            switch result {
-            case .success(let (keys, _)):
-                state.keys = keys
-                state.lastError = nil
-                state.lastSuccess = .now
-            case .failure(let error):
-                state.lastError = error.description
-            }
-            return state.keys != nil
-        }
-        switch result {
-        case .success(let (keys, skipped)):
-            logger.debug("fetched signing keys", metadata: ["keys": "\(keys.entries.count)"])
-            for reason in skipped { logger.info("skipped a JWKS key", metadata: ["reason": "\(reason)"]) }
-        case .failure(let error):
-            logger.warning(
-                hadKeys ? "key refresh failed; keeping the last good keys" : "cannot fetch signing keys",
-                metadata: ["error": "\(error.description)"])
-        }
-    }
-
-    func shutdown() async {
-        let task = state.withLock { $0.inFlight }
-        task?.cancel()
-        await fetcher.shutdown()
+        await keySource.refetchForUnverifiedToken()
     }
 }

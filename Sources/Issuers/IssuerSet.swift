@@ -1,12 +1,19 @@
 import Config
 import FoundationEssentials
 import Logging
+import NIOSSL
+import Synchronization
 
 /// The configured issuers, and the one entry point that turns a bearer token into an identity.
-/// Immutable once built: a reload builds a new set (reusing unchanged issuers' key state).
+/// Immutable once built: a reload builds a new set, adopting the previous set's key sources for
+/// issuers whose URL, discovery URL and CA are unchanged. Together with `configuration` it is
+/// the snapshot a request works with from start to end.
 public final class IssuerSet: Sendable {
+    /// The configuration this set was built from (readiness policy and the rest of the snapshot).
+    public let configuration: ProxyConfiguration
     public let issuers: [Issuer]
     private let issuersByURL: [String: Issuer]
+    private let retired = Atomic<Bool>(false)
 
     /// The result of the synchronous first attempt at authenticating a token.
     public enum Attempt: Sendable {
@@ -16,27 +23,66 @@ public final class IssuerSet: Sendable {
         case needsKeyRefetch
     }
 
-    /// Builds the issuers of `configuration`. `reusing` hands over issuers of a previous set whose
-    /// key source is unchanged, so a reload neither refetches nor forgets their keys.
+    /// Builds the issuers of `configuration` and starts the key refresh of every new key source.
+    /// Issuers of `previous` whose key source is unchanged hand it over, keys and all; `previous`
+    /// stays usable until `shutdown()` is called on it. Throws, having started nothing, when an
+    /// issuer's CA bundle does not parse.
     public init(
         configuration: ProxyConfiguration,
         timing: KeyRefreshTiming = KeyRefreshTiming(),
-        logger: Logger
+        logger: Logger,
+        adoptingKeysFrom previous: IssuerSet? = nil
     ) throws(IssuerSetupError) {
+        enum Plan {
+            case adopt(KeySource)
+            case create(TLSConfiguration)
+        }
+        let reusable = previous?.issuers.map(\.keySource).filter { !$0.isRetired } ?? []
+        var plans: [(IssuerConfiguration, Plan)] = []
+        for issuerConfiguration in configuration.issuers {
+            if let source = reusable.first(where: { $0.configuration.sharesKeySource(with: issuerConfiguration) }) {
+                plans.append((issuerConfiguration, .adopt(source)))
+            } else {
+                plans.append((issuerConfiguration, .create(try KeyFetcher.tlsConfiguration(for: issuerConfiguration))))
+            }
+        }
+
         var issuers: [Issuer] = []
         var byURL: [String: Issuer] = [:]
-        for issuerConfiguration in configuration.issuers {
-            let issuer = try Issuer(
+        for (issuerConfiguration, plan) in plans {
+            let source: KeySource
+            switch plan {
+            case .adopt(let adopted):
+                source = adopted
+            case .create(let tls):
+                source = KeySource(configuration: issuerConfiguration, tls: tls, timing: timing, logger: logger)
+            }
+            source.claim()
+            let issuer = Issuer(
                 configuration: issuerConfiguration,
                 allowReservedIdentities: configuration.allowReservedIdentities,
-                timing: timing,
-                logger: logger)
+                keySource: source)
             issuers.append(issuer)
             byURL[issuerConfiguration.url] = issuer
             if issuerConfiguration.url == "https://accounts.google.com" { byURL["accounts.google.com"] = issuer }
         }
+        self.configuration = configuration
         self.issuers = issuers
         self.issuersByURL = byURL
+    }
+
+    /// The problems `init` would throw for, all of them, without creating anything or touching
+    /// the network (for `check-config`): issuers whose CA bundle does not parse.
+    public static func setupProblems(of configuration: ProxyConfiguration) -> [IssuerSetupError] {
+        var problems: [IssuerSetupError] = []
+        for issuer in configuration.issuers {
+            do {
+                _ = try KeyFetcher.tlsConfiguration(for: issuer)
+            } catch {
+                problems.append(error)
+            }
+        }
+        return problems
     }
 
     /// Verifies `token` with the keys at hand. Never blocks and never touches the network.
@@ -70,17 +116,12 @@ public final class IssuerSet: Sendable {
         }
     }
 
-    /// Runs every issuer's key fetch and refresh until cancelled.
-    public func runKeyRefresh() async {
-        await withDiscardingTaskGroup { group in
-            for issuer in issuers {
-                group.addTask { await issuer.runRefreshLoop() }
-            }
-        }
-    }
-
+    /// Retires this set: releases its claim on every key source. Sources no newer set adopted
+    /// stop refreshing and close their HTTP clients. Requests still holding the set keep
+    /// verifying with the keys they have. Calling it again does nothing.
     public func shutdown() async {
-        for issuer in issuers { await issuer.shutdown() }
+        guard !retired.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        for issuer in issuers { await issuer.keySource.release() }
     }
 
     public static func currentTime() -> Double {

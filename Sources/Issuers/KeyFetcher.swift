@@ -14,8 +14,10 @@ final class KeyFetcher: Sendable {
     private let configuration: IssuerConfiguration
     private let client: HTTPClient
 
-    init(configuration: IssuerConfiguration) throws(IssuerSetupError) {
-        self.configuration = configuration
+    /// The TLS settings for fetching from the issuer: its own CA bundle when it has one. Fails when
+    /// the bundle does not parse; checked before any `HTTPClient` exists, so a failed setup
+    /// leaves nothing to shut down.
+    static func tlsConfiguration(for configuration: IssuerConfiguration) throws(IssuerSetupError) -> TLSConfiguration {
         var tls = TLSConfiguration.makeClientConfiguration()
         tls.minimumTLSVersion = .tlsv12
         if let pem = configuration.certificateAuthorityPEM {
@@ -26,6 +28,11 @@ final class KeyFetcher: Sendable {
                     issuer: configuration.url, message: "its certificate authority is not a valid PEM bundle: \(error)")
             }
         }
+        return tls
+    }
+
+    init(configuration: IssuerConfiguration, tls: TLSConfiguration) {
+        self.configuration = configuration
         var clientConfiguration = HTTPClient.Configuration(
             tlsConfiguration: tls,
             redirectConfiguration: .follow(max: 3, allowCycles: false),

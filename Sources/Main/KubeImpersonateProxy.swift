@@ -16,11 +16,16 @@ struct KubeImpersonateProxy: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kube-impersonate-proxy",
         abstract: "A reverse proxy for the Kubernetes API that turns verified OIDC tokens into impersonation.",
+        usage: """
+            kube-impersonate-proxy [--config <file>] [<options>]
+            kube-impersonate-proxy check-config [--config <file>] [<options>]
+            """,
         discussion: """
             Verifies each request's OIDC bearer token and forwards it to the API server with \
             Impersonate-User / Impersonate-Group headers, using the proxy's own credential.
             """,
-        version: ProxyVersion.current
+        version: ProxyVersion.current,
+        subcommands: [CheckConfig.self]
     )
 
     @OptionGroup var options: ServeOptions
@@ -48,25 +53,23 @@ struct KubeImpersonateProxy: AsyncParsableCommand {
     func run() async throws {
         let logger = Logging.bootstrap(verbosity: options.verbosity)
         let gracePeriod = try options.gracePeriod()
-        let configuration: ProxyConfiguration
+        let flags = options.flags
+        let loaded: LoadedConfiguration
         do {
-            configuration = try ConfigurationLoader.load(flags: options.flags)
+            loaded = try ConfigurationLoader.loadWithSource(flags: flags)
         } catch {
-            throw ValidationError(error.description)
+            // Problems with flags alone are usage errors (exit 2, as the seed); a file's are not.
+            if error.problems.allSatisfy({ $0.path.hasPrefix("-") }) { throw ValidationError(error.description) }
+            throw FatalError("invalid configuration in \(flags.configFile ?? "the flags"):\n" + error.description)
         }
+        for note in loaded.notes { logger.info("configuration note", metadata: ["note": "\(note)"]) }
         let upstream: UpstreamConfiguration
         do {
-            switch configuration.upstream {
-            case .inCluster:
-                upstream = try .inCluster(environment: ProcessInfo.processInfo.environment)
-            case .kubeconfig(let path):
-                upstream = try .fromKubeconfig(file: path)
-            }
+            upstream = try .resolve(loaded.configuration.upstream, environment: ProcessInfo.processInfo.environment)
         } catch {
             throw FatalError(error.description)
         }
-        try await Server.run(
-            configuration: configuration, upstream: upstream, gracePeriod: gracePeriod, logger: logger)
+        try await Server.run(loaded: loaded, flags: flags, upstream: upstream, gracePeriod: gracePeriod, logger: logger)
     }
 }
 
@@ -80,16 +83,31 @@ enum ProxyVersion {
     static let current = "0.1.0"
 }
 
-enum StandardError {
-    static func write(_ text: String) {
+/// Writes straight to a file descriptor: standard output for `check-config`'s result, standard
+/// error for messages before logging is set up.
+enum StandardStream {
+    static func write(_ text: String, to descriptor: Int32) {
         var text = text
         text.withUTF8 { buffer in
             var offset = 0
             while offset < buffer.count {
-                let written = Glibc.write(2, buffer.baseAddress! + offset, buffer.count - offset)
+                guard let base = buffer.baseAddress else { return }
+                let written = Glibc.write(descriptor, base + offset, buffer.count - offset)
                 if written <= 0 { return }
                 offset += written
             }
         }
+    }
+}
+
+enum StandardError {
+    static func write(_ text: String) {
+        StandardStream.write(text, to: 2)
+    }
+}
+
+enum StandardOutput {
+    static func write(_ text: String) {
+        StandardStream.write(text, to: 1)
     }
 }

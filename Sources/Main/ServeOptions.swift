@@ -3,6 +3,14 @@ import Config
 
 /// The flags of the default (serving) command; the seed's flags keep their names and defaults.
 struct ServeOptions: ParsableArguments {
+    @Option(
+        name: .customLong("config"),
+        help: ArgumentHelp(
+            "YAML configuration: the proxy's own file or a kube-apiserver AuthenticationConfiguration.",
+            discussion: "Re-read on SIGHUP and when its content changes; flags override it.",
+            valueName: "file"))
+    var configFile: String?
+
     @Option(name: .customLong("oidc-issuer-url"), help: "URL of the OIDC issuer whose tokens are accepted (https).")
     var issuerURL: String?
 
@@ -36,6 +44,11 @@ struct ServeOptions: ParsableArguments {
 
     @Option(name: .customLong("listen-addr"), help: "Address of the proxy listener. (default: :8080)")
     var listenAddress: String?
+
+    @Option(
+        name: .customLong("metrics-addr"),
+        help: "Address of the metrics listener; \"\" disables it. (default: :9090)")
+    var metricsAddress: String?
 
     @Option(
         name: .customLong("kubeconfig"),
@@ -74,6 +87,7 @@ struct ServeOptions: ParsableArguments {
 
     var flags: ProxyFlags {
         var flags = ProxyFlags()
+        flags.configFile = configFile
         flags.issuerURL = issuerURL
         flags.clientID = clientID
         flags.usernameClaim = usernameClaim
@@ -84,6 +98,7 @@ struct ServeOptions: ParsableArguments {
         flags.requiredClaims = requiredClaims
         flags.signingAlgorithms = signingAlgorithms
         flags.listenAddress = listenAddress
+        flags.metricsAddress = metricsAddress
         flags.kubeconfig = kubeconfig
         flags.tlsCertFile = tlsCertFile
         flags.tlsPrivateKeyFile = tlsPrivateKeyFile

@@ -10,17 +10,22 @@ import UnixSignals
 /// Wires the configuration into running services and runs them until SIGTERM/SIGINT.
 enum Server {
     static func run(
-        configuration: ProxyConfiguration, upstream: UpstreamConfiguration, gracePeriod: Duration, logger: Logger
+        loaded: LoadedConfiguration, flags: ProxyFlags, upstream: UpstreamConfiguration, gracePeriod: Duration,
+        logger: Logger
     ) async throws {
+        let configuration = loaded.configuration
         let credentials: UpstreamCredentials
         do {
             credentials = try UpstreamCredentials(configuration: upstream)
         } catch {
             throw FatalError(error.description)
         }
+        // Trap SIGHUP before anything serves, so an early reload request never kills the process.
+        let hangups = await UnixSignalsSequence(trapping: .sighup)
+        let timing = KeyRefreshTiming()
         let issuerSet: IssuerSet
         do {
-            issuerSet = try IssuerSet(configuration: configuration, logger: logger)
+            issuerSet = try IssuerSet(configuration: configuration, timing: timing, logger: logger)
         } catch {
             throw FatalError(error.description)
         }
@@ -35,9 +40,12 @@ enum Server {
         }
         let group = MultiThreadedEventLoopGroup.singleton
         let issuers = CurrentIssuers(issuerSet)
-        let health = HealthEndpoints(issuers: issuers, readiness: configuration.readiness)
+        let reloadStatus = CurrentReloadStatus()
+        reloadStatus.recordInitialLoad(sha256: loaded.file?.sha256)
+        let health = HealthEndpoints(issuers: issuers)
         let pool = UpstreamConnectionPool(group: group, credentials: credentials)
-        let gateway = GatewayContext(issuers: issuers, pool: pool, health: health, logger: logger)
+        let gateway = GatewayContext(
+            issuers: issuers, pool: pool, health: health, logger: logger, reloadStatus: reloadStatus)
         let server: ProxyServer
         do {
             server = try await ProxyServer.start(
@@ -53,12 +61,16 @@ enum Server {
                 "tls": "\(configuration.tls == nil ? "off" : "on")",
                 "upstream": "\(upstream.serverURL) (\(upstream.source))",
                 "issuers": "\(configuration.issuers.map(\.url).joined(separator: ","))",
+                "config": "\(loaded.file.map { "\($0.path) sha256 \($0.sha256)" } ?? "flags only")",
                 "version": "\(ProxyVersion.current)",
             ])
 
+        let reloader = ConfigurationReloader(
+            flags: flags, issuers: issuers, status: reloadStatus, loadedSHA256: loaded.file?.sha256, timing: timing,
+            logger: logger)
         var services: [any Service] = [
             ProxyService(server: server, health: health, pool: pool, drainDeadline: gracePeriod, logger: logger),
-            ClosureService { await cancelWhenGracefulShutdown { await issuers.current.runKeyRefresh() } },
+            ClosureService { await cancelWhenGracefulShutdown { await reloader.run(hangups: hangups) } },
         ]
         if case .bearerTokenFile = upstream.credential {
             services.append(
@@ -73,10 +85,10 @@ enum Server {
         do {
             try await serviceGroup.run()
         } catch {
-            await issuerSet.shutdown()
+            await issuers.current.shutdown()
             throw error
         }
-        await issuerSet.shutdown()
+        await issuers.current.shutdown()
         logger.info("stopped")
     }
 }

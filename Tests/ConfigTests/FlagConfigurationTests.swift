@@ -105,6 +105,15 @@ struct FlagConfigurationTests {
         #expect(problems(flags { $0.usernameClaim = "" }).first == "--oidc-username-claim: must not be empty")
     }
 
+    @Test("the TLS flags come as a pair of readable files")
+    func tlsFlags() {
+        #expect(
+            problems(flags { $0.tlsCertFile = "/nonexistent.crt" }) == [
+                "--tls-cert-file: cannot read \"/nonexistent.crt\": no such file, or not readable",
+                "--tls-private-key-file: is required: the proxy serves HTTPS with a certificate and its private key",
+            ])
+    }
+
     @Test("a CA file without a PEM certificate is refused, naming the file")
     func caFileNotPEM() throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("kip-not-a-ca-\(UUID()).crt").path

@@ -52,7 +52,6 @@ struct ProxyHarness {
         var logger = Logger(label: "test")
         logger.logLevel = .critical
         let issuers = try IssuerSet(configuration: configuration, timing: options.timing, logger: logger)
-        let refresh = Task { await issuers.runKeyRefresh() }
         let upstream = UpstreamConfiguration(
             host: "127.0.0.1", port: options.upstreamPort ?? api.port,
             certificateAuthorityPEM: options.upstreamCAPEM ?? api.certificateAuthority.certificatePEM,
@@ -60,7 +59,7 @@ struct ProxyHarness {
         let credentials = try UpstreamCredentials(configuration: upstream)
         let group = MultiThreadedEventLoopGroup.singleton
         let current = CurrentIssuers(issuers)
-        let health = HealthEndpoints(issuers: current, readiness: .all)
+        let health = HealthEndpoints(issuers: current)
         let gateway = GatewayContext(
             issuers: current, pool: UpstreamConnectionPool(group: group, credentials: credentials), health: health,
             logger: logger, responseHeadTimeout: options.responseHeadTimeout,
@@ -73,10 +72,10 @@ struct ProxyHarness {
         do {
             if options.waitForKeys { try await harness.waitUntilReady() }
             let result = try await body(harness)
-            await harness.tearDown(refresh)
+            await harness.tearDown()
             return result
         } catch {
-            await harness.tearDown(refresh)
+            await harness.tearDown()
             throw error
         }
     }
@@ -89,8 +88,7 @@ struct ProxyHarness {
         }
     }
 
-    private func tearDown(_ refresh: Task<Void, Never>) async {
-        refresh.cancel()
+    private func tearDown() async {
         try? await client.shutdown()
         await server.stopAccepting()
         await issuers.shutdown()

@@ -12,7 +12,7 @@ struct KeyManagementTests {
         initialBackoff: .milliseconds(50), maximumBackoff: .milliseconds(100), refreshInterval: .seconds(600),
         minimumRefetchInterval: .milliseconds(500))
 
-    /// Runs `body` with an IssuerSet for `idp`, its refresh loop running.
+    /// Runs `body` with an IssuerSet for `idp` (its key refresh starts with the set).
     private func withIssuers<T>(
         _ idp: StandInIssuer, timing: KeyRefreshTiming = KeyManagementTests.timing,
         configure: (inout IssuerConfiguration) -> Void = { _ in },
@@ -25,8 +25,6 @@ struct KeyManagementTests {
         logger.logLevel = .critical
         let issuers = try IssuerSet(
             configuration: ProxyConfiguration(issuers: [issuerConfiguration]), timing: timing, logger: logger)
-        let refresh = Task { await issuers.runKeyRefresh() }
-        defer { refresh.cancel() }
         do {
             let result = try await body(issuers)
             await issuers.shutdown()
