@@ -43,7 +43,7 @@ final class ProxyHandler: ChannelDuplexHandler {
 
         /// Whether the client connection may carry another request after this one. An upgrade
         /// request leaves the decoder expecting another protocol, so it never does.
-        var keepAlive: Bool { head.isKeepAlive && !isUpgrade }
+        var keepAlive: Bool { ProxyHandler.isKeepAlive(head) && !isUpgrade }
 
         /// Whether the request can be sent again on a new connection: nothing of its body was sent.
         var isReplayable: Bool {
@@ -67,9 +67,16 @@ final class ProxyHandler: ChannelDuplexHandler {
         case closed
     }
 
+    /// Whether the client's connection carries more requests after `head`'s. An HTTP/2 stream
+    /// ends with its response while the connection lives on, so it counts as kept alive.
+    static func isKeepAlive(_ head: HTTPRequestHead) -> Bool {
+        head.version.major >= 2 || head.isKeepAlive
+    }
+
     private let gateway: GatewayContext
-    /// The pass-through splice end at the front of this connection's pipeline.
-    private let clientSplice: SpliceHandler
+    /// The pass-through splice end at the front of this connection's pipeline; nil on an
+    /// HTTP/2 stream, where there is no upgrading.
+    private let clientSplice: SpliceHandler?
     private var state = State.idle
     private var context: ChannelHandlerContext?
     private var readPending = false
@@ -79,7 +86,7 @@ final class ProxyHandler: ChannelDuplexHandler {
     private var idleTimeout: Scheduled<Void>?
     private var clientAddress: String?
 
-    init(gateway: GatewayContext, clientSplice: SpliceHandler) {
+    init(gateway: GatewayContext, clientSplice: SpliceHandler?) {
         self.gateway = gateway
         self.clientSplice = clientSplice
     }
@@ -189,6 +196,10 @@ final class ProxyHandler: ChannelDuplexHandler {
             return
         }
         let exchange = Exchange(head: head)
+        if exchange.isUpgrade && clientSplice == nil {
+            respond(exchange, status: .badRequest("protocol upgrades need HTTP/1.1"))
+            return
+        }
         if let name = ImpersonationHeaders.clientImpersonationHeader(in: head.headers) {
             gateway.logger.info(
                 "refused a request asserting its own identity", metadata: ["header": "\(name)", "path": "\(path[0])"])
@@ -340,7 +351,7 @@ final class ProxyHandler: ChannelDuplexHandler {
         exchange: Exchange? = nil
     ) {
         guard let context else { return }
-        let keepAlive = exchange?.keepAlive ?? head.isKeepAlive
+        let keepAlive = exchange?.keepAlive ?? Self.isKeepAlive(head)
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: contentType)
         headers.add(name: "Cache-Control", value: "no-cache, private")

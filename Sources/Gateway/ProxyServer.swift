@@ -3,10 +3,13 @@ import Logging
 import NIOCore
 import NIOExtras
 import NIOHTTP1
+import NIOHTTP2
 import NIOPosix
 import NIOSSL
 
-/// The proxy's listener: accepts client connections and gives each its HTTP/1.1 pipeline.
+/// The proxy's listener: accepts client connections and gives each its pipeline: plain
+/// HTTP/1.1, or TLS with ALPN choosing HTTP/2 (every stream its own `ProxyHandler`) or HTTP/1.1
+/// (the only protocol upgrades use).
 public final class ProxyServer: Sendable {
     /// Request heads larger than this are answered 431 by the decoder's limits.
     public static let maximumHeaderBytes = 64 * 1024
@@ -33,9 +36,10 @@ public final class ProxyServer: Sendable {
 
     /// Binds `address` and starts serving. An empty host binds every interface (IPv6 and IPv4,
     /// falling back to IPv4 alone where IPv6 is unavailable).
-    /// - Parameter tls: serve HTTPS with this context; nil serves plain HTTP.
+    /// - Parameter tls: serve HTTPS with the store's current certificate; nil serves plain HTTP.
     public static func start(
-        address: ListenAddress, group: any EventLoopGroup, gateway: GatewayContext, tls: NIOSSLContext? = nil
+        address: ListenAddress, group: any EventLoopGroup, gateway: GatewayContext,
+        tls: ServingCertificateStore? = nil
     ) async throws -> ProxyServer {
         let quiescing = ServerQuiescingHelper(group: group)
         let limiter = ConnectionLimiter(maximum: gateway.maximumConnections)
@@ -52,11 +56,25 @@ public final class ProxyServer: Sendable {
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    if let tls {
-                        try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls))
+                guard let tls else {
+                    return channel.eventLoop.makeCompletedFuture {
+                        try configureHTTPPipeline(channel.pipeline.syncOperations, gateway: gateway)
                     }
-                    try configureHTTPPipeline(channel.pipeline.syncOperations, gateway: gateway)
+                }
+                return channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.context))
+                }.flatMap {
+                    channel.configureHTTP2SecureUpgrade(
+                        h2ChannelConfigurator: { channel in
+                            channel.eventLoop.makeCompletedFuture {
+                                try configureHTTP2Pipeline(channel, gateway: gateway)
+                            }
+                        },
+                        http1ChannelConfigurator: { channel in
+                            channel.eventLoop.makeCompletedFuture {
+                                try configureHTTPPipeline(channel.pipeline.syncOperations, gateway: gateway)
+                            }
+                        })
                 }
             }
         let channel: any Channel
@@ -90,6 +108,22 @@ public final class ProxyServer: Sendable {
         try pipeline.addHandler(ProxyHandler(gateway: gateway, clientSplice: splice))
     }
 
+    /// HTTP/2: each stream is translated to HTTP/1-style parts and served by its own
+    /// `ProxyHandler`, so every check and header rule is the same; flow control is per stream.
+    static func configureHTTP2Pipeline(_ channel: any Channel, gateway: GatewayContext) throws {
+        defer { try? channel.pipeline.syncOperations.addHandler(CloseOnInputClosed()) }
+        _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
+            mode: .server,
+            connectionConfiguration: .init(),
+            streamConfiguration: .init(),
+            inboundStreamInitializer: { stream in
+                stream.eventLoop.makeCompletedFuture {
+                    try stream.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTP1ServerCodec())
+                    try stream.pipeline.syncOperations.addHandler(ProxyHandler(gateway: gateway, clientSplice: nil))
+                }
+            })
+    }
+
     /// Stops accepting connections; open ones continue.
     public func stopAccepting() async {
         try? await channel.close()
@@ -113,5 +147,20 @@ public final class ProxyServer: Sendable {
             group.cancelAll()
             return drained
         }
+    }
+}
+
+/// Closes an HTTP/2 connection whose client stopped sending. Half-closure is allowed on the
+/// listener for upgraded HTTP/1.1 sessions; an HTTP/2 connection has no use for it, and without
+/// this a vanished client's connection would linger.
+final class CloseOnInputClosed: ChannelInboundHandler, Sendable {
+    typealias InboundIn = Any
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, case .inputClosed = event {
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 }

@@ -29,10 +29,10 @@ enum Server {
         } catch {
             throw FatalError(error.description)
         }
-        var servingContext: NIOSSLContext?
+        var servingCertificate: ServingCertificateStore?
         if let tls = configuration.tls {
             do {
-                servingContext = try ServingCertificate.makeContext(tls)
+                servingCertificate = try ServingCertificateStore(tls)
             } catch {
                 await issuerSet.shutdown()
                 throw FatalError(error.description)
@@ -49,7 +49,7 @@ enum Server {
         let server: ProxyServer
         do {
             server = try await ProxyServer.start(
-                address: configuration.listenAddress, group: group, gateway: gateway, tls: servingContext)
+                address: configuration.listenAddress, group: group, gateway: gateway, tls: servingCertificate)
         } catch {
             await issuerSet.shutdown()
             throw FatalError("--listen-addr \(configuration.listenAddress): cannot listen: \(error)")
@@ -72,6 +72,12 @@ enum Server {
             ProxyService(server: server, health: health, pool: pool, drainDeadline: gracePeriod, logger: logger),
             ClosureService { await cancelWhenGracefulShutdown { await reloader.run(hangups: hangups) } },
         ]
+        if let servingCertificate {
+            services.append(
+                ClosureService {
+                    await cancelWhenGracefulShutdown { await servingCertificate.runReloads(logger: logger) }
+                })
+        }
         if case .bearerTokenFile = upstream.credential {
             services.append(
                 ClosureService {

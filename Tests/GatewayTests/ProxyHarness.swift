@@ -1,10 +1,12 @@
 import AsyncHTTPClient
 import Config
+import Foundation
 import Gateway
 import Issuers
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import Testbed
 
 /// A running proxy in front of a stand-in issuer and a stand-in API server, all real HTTPS on
@@ -17,8 +19,29 @@ struct ProxyHarness {
     let server: ProxyServer
     let client: HTTPClient
     let port: Int
+    /// The HTTPS listener's certificate files and their CA, when the harness serves TLS.
+    let serving: ServingFiles?
 
-    var baseURL: String { "http://127.0.0.1:\(port)" }
+    var baseURL: String { serving == nil ? "http://127.0.0.1:\(port)" : "https://127.0.0.1:\(port)" }
+
+    /// A serving certificate on disk, its store, and the CA that signed it.
+    struct ServingFiles {
+        let directory: String
+        let authority: TestCertificateAuthority
+        let store: ServingCertificateStore
+
+        /// Writes a new certificate, from a new CA, over the files (as cert-manager renewing would).
+        func rotate() throws -> TestCertificateAuthority {
+            let authority = try TestCertificateAuthority(commonName: "rotated proxy CA")
+            try Self.write(authority.issueServerCertificate(), to: directory)
+            return authority
+        }
+
+        static func write(_ identity: ServerIdentity, to directory: String) throws {
+            try identity.certificatePEM.write(toFile: directory + "/tls.crt", atomically: true, encoding: .utf8)
+            try identity.privateKeyPEM.write(toFile: directory + "/tls.key", atomically: true, encoding: .utf8)
+        }
+    }
 
     struct Options {
         var mapIssuer: @Sendable (IssuerConfiguration) -> IssuerConfiguration = { $0 }
@@ -26,6 +49,8 @@ struct ProxyHarness {
         var responseHeadTimeout: TimeAmount = .seconds(30)
         var requestHeadTimeout: TimeAmount = .seconds(60)
         var maximumConnections = 10_000
+        /// Serve HTTPS (h2 and http/1.1 by ALPN) with a certificate made for the test.
+        var serveTLS = false
         /// Upstream port override (for an API server that is not there).
         var upstreamPort: Int?
         var upstreamCAPEM: String?
@@ -64,11 +89,26 @@ struct ProxyHarness {
             issuers: current, pool: UpstreamConnectionPool(group: group, credentials: credentials), health: health,
             logger: logger, responseHeadTimeout: options.responseHeadTimeout,
             requestHeadTimeout: options.requestHeadTimeout, maximumConnections: options.maximumConnections)
-        let server = try await ProxyServer.start(address: configuration.listenAddress, group: group, gateway: gateway)
-        let client = HTTPClient(eventLoopGroup: group)
+        var serving: ServingFiles?
+        var clientConfiguration = HTTPClient.Configuration()
+        if options.serveTLS {
+            let directory = FileManager.default.temporaryDirectory.appendingPathComponent("kip-tls-\(UUID())").path
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            let authority = try TestCertificateAuthority(commonName: "proxy test CA")
+            try ServingFiles.write(authority.issueServerCertificate(), to: directory)
+            let store = try ServingCertificateStore(
+                ServingTLS(certificateFile: directory + "/tls.crt", privateKeyFile: directory + "/tls.key"))
+            serving = ServingFiles(directory: directory, authority: authority, store: store)
+            var tls = TLSConfiguration.makeClientConfiguration()
+            tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(authority.certificatePEM.utf8)))
+            clientConfiguration.tlsConfiguration = tls
+        }
+        let server = try await ProxyServer.start(
+            address: configuration.listenAddress, group: group, gateway: gateway, tls: serving?.store)
+        let client = HTTPClient(eventLoopGroup: group, configuration: clientConfiguration)
         let harness = ProxyHarness(
             issuer: issuer, api: api, issuers: issuers, server: server, client: client,
-            port: server.localAddress?.port ?? 0)
+            port: server.localAddress?.port ?? 0, serving: serving)
         do {
             if options.waitForKeys { try await harness.waitUntilReady() }
             let result = try await body(harness)
@@ -94,6 +134,7 @@ struct ProxyHarness {
         await issuers.shutdown()
         await api.stop()
         await issuer.stop()
+        if let serving { try? FileManager.default.removeItem(atPath: serving.directory) }
     }
 
     /// A GET through the proxy with `token` (nil: no Authorization header).

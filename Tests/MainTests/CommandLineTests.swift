@@ -127,7 +127,7 @@ struct GracefulShutdownTests {
             #expect(slow.terminationStatus == 0)
             #expect(output.text.contains(#""delayed":true"#))
             for _ in 0..<100 where bench.proxy.isRunning { try await Task.sleep(for: .milliseconds(50)) }
-            #expect(!bench.proxy.isRunning)
+            #expect(!bench.proxy.isRunning, "the proxy must exit once drained:\n\(bench.log)")
             #expect(bench.proxy.terminationStatus == 0)
             #expect(bench.log.contains("every connection drained"))
         }
