@@ -54,7 +54,10 @@ public final class TokenCache: Sendable {
         let state = Mutex(Stripe())
     }
 
-    private let keyedHash: HMAC<SHA256>
+    /// SHA-256 states after absorbing the HMAC key XOR ipad and XOR opad (RFC 2104): copying
+    /// them makes each token's HMAC-SHA256 cost the token's blocks and two finalizations.
+    private let innerSeed: SHA256
+    private let outerSeed: SHA256
     private let ttl: Double
     private let capacityPerStripe: Int
     private let stripes: [StripeBox]
@@ -63,12 +66,24 @@ public final class TokenCache: Sendable {
 
     /// A cache serving identities for `ttl`, or nil when `ttl` is zero (caching disabled).
     /// `capacity` is rounded up to a multiple of the stripe count.
-    public init?(ttl: Duration, capacity: Int = TokenCache.defaultCapacity) {
+    public convenience init?(ttl: Duration, capacity: Int = TokenCache.defaultCapacity) {
+        self.init(ttl: ttl, capacity: capacity, hmacKey: SymmetricKey(size: .bits256))
+    }
+
+    /// `hmacKey` is the secret keying the token hashes; only tests choose it.
+    init?(ttl: Duration, capacity: Int, hmacKey: SymmetricKey) {
         let seconds = Double(ttl.components.seconds) + Double(ttl.components.attoseconds) * 1e-18
-        guard seconds > 0 else { return nil }
+        guard seconds > 0, hmacKey.bitCount <= SHA256.blockByteCount * 8 else { return nil }
         self.ttl = seconds
         self.capacityPerStripe = max(1, (capacity + Self.stripeCount - 1) / Self.stripeCount)
-        self.keyedHash = HMAC<SHA256>(key: SymmetricKey(size: .bits256))
+        var block = [UInt8](repeating: 0, count: SHA256.blockByteCount)
+        hmacKey.withUnsafeBytes { key in block.replaceSubrange(0..<key.count, with: key) }
+        var inner = SHA256()
+        inner.update(data: block.map { $0 ^ 0x36 })
+        var outer = SHA256()
+        outer.update(data: block.map { $0 ^ 0x5C })
+        self.innerSeed = inner
+        self.outerSeed = outer
         self.stripes = (0..<Self.stripeCount).map { _ in StripeBox() }
     }
 
@@ -82,12 +97,14 @@ public final class TokenCache: Sendable {
         stripes.reduce(0) { total, stripe in total + stripe.state.withLock { $0.entries.count } }
     }
 
+    /// HMAC-SHA256(key, token) = SHA256(key ^ opad || SHA256(key ^ ipad || token)).
     func key(for token: String) -> Key {
-        var hmac = keyedHash
+        var inner = innerSeed
         var token = token
-        token.withUTF8 { hmac.update(data: UnsafeRawBufferPointer($0)) }
-        let mac = hmac.finalize()
-        return mac.withUnsafeBytes { raw in
+        token.withUTF8 { inner.update(bufferPointer: UnsafeRawBufferPointer($0)) }
+        var outer = outerSeed
+        inner.finalize().withUnsafeBytes { outer.update(bufferPointer: $0) }
+        return outer.finalize().withUnsafeBytes { raw in
             Key(
                 words: (
                     raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self),

@@ -1,4 +1,5 @@
 import Config
+import Crypto
 import Logging
 import Testbed
 import Testing
@@ -53,6 +54,20 @@ struct TokenCacheTests {
         #expect(first.key(for: "token-a") != first.key(for: "token-b"))
         #expect(first.key(for: "token-a") != second.key(for: "token-a"))
         #expect(first.key(for: "") != first.key(for: "\u{0}"))
+    }
+
+    @Test("the key is exactly HMAC-SHA256 of the token's UTF-8 bytes")
+    func keyIsHMAC() throws {
+        let secret = SymmetricKey(data: (0..<32).map { UInt8($0 * 7 % 256) })
+        let cache = try #require(TokenCache(ttl: .seconds(10), capacity: 16, hmacKey: secret))
+        for token in ["", "a", "eyJhbGciOiJSUzI1NiJ9.e30.c2ln", String(repeating: "x", count: 1_000), "é\u{0}😀"] {
+            let mac = Array(HMAC<SHA256>.authenticationCode(for: Array(token.utf8), using: secret))
+            let words = cache.key(for: token).words
+            let expected = (0..<4).map { word in
+                (0..<8).reduce(UInt64(0)) { $0 | UInt64(mac[word * 8 + $1]) << (8 * $1) }
+            }
+            #expect([words.0, words.1, words.2, words.3] == expected, "\(token.prefix(20))")
+        }
     }
 
     @Test("the cache never holds more than its capacity; the newest entries stay")
@@ -145,7 +160,7 @@ struct IssuerSetCacheTests {
         }
         defer { refresh.cancel() }
         do {
-            let deadline = ContinuousClock.now + .seconds(10)
+            let deadline = ContinuousClock.now + .seconds(30)
             while !sets.allSatisfy({ $0.issuers[0].status.isReady }) {
                 guard ContinuousClock.now < deadline else { throw TestbedError("keys never loaded") }
                 try await Task.sleep(for: .milliseconds(20))
