@@ -110,7 +110,7 @@ struct JSONParserHostileTests {
     func issuerLookupAgreesWithParser() {
         var generator = SplitMix64(seed: 7)
         let alphabet = Array(#"{}[]":,0123456789-.eEtrufalsn\ iss"#.utf8) + [0x01, 0xFF]
-        for _ in 0..<20_000 {
+        for _ in 0..<4_000 {
             var bytes = Array(#"{"iss":"a","#.utf8)
             for _ in 0..<Int(generator.next() % 24) {
                 bytes.append(alphabet[Int(generator.next() % UInt64(alphabet.count))])
@@ -128,7 +128,7 @@ struct JSONParserHostileTests {
         let alphabet =
             Array("{}[]\":,0123456789-+.eEtrufalsn\\u \t\n abcdef".utf8) + [0x00, 0x1F, 0x7F, 0x80, 0xC3, 0xFF]
         var parsedCount = 0
-        for round in 0..<20_000 {
+        for round in 0..<4_000 {
             let length = Int(generator.next() % 64)
             let bytes: [UInt8] = (0..<length).map { _ in
                 round.isMultiple(of: 2)
@@ -137,7 +137,7 @@ struct JSONParserHostileTests {
             }
             if parse(bytes: bytes) != nil { parsedCount += 1 }
         }
-        #expect(parsedCount < 20_000)
+        #expect(parsedCount < 4_000)
     }
 }
 
@@ -252,7 +252,7 @@ struct HostileTokenTests {
         var generator = SplitMix64(seed: 42)
         let bytes = Array(valid.utf8)
         let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.=+/ ".utf8)
-        for _ in 0..<500 {
+        for _ in 0..<200 {
             var corrupted = bytes
             for _ in 0..<(1 + Int(generator.next() % 3)) {
                 let index = Int(generator.next() % UInt64(corrupted.count))

@@ -36,7 +36,7 @@ struct KeyManagementTests {
         }
     }
 
-    private func waitUntilReady(_ issuers: IssuerSet, timeout: Duration = .seconds(10)) async throws {
+    private func waitUntilReady(_ issuers: IssuerSet, timeout: Duration = .seconds(30)) async throws {
         let deadline = ContinuousClock.now + timeout
         while !issuers.issuers[0].status.isReady {
             guard ContinuousClock.now < deadline else { throw TestbedError("keys never loaded") }
@@ -81,7 +81,7 @@ struct KeyManagementTests {
         let idp = try await StandInIssuer()
         idp.setDiscoveryIssuer("https://impostor.example.com")
         try await withIssuers(idp) { issuers in
-            let deadline = ContinuousClock.now + .seconds(10)
+            let deadline = ContinuousClock.now + .seconds(30)
             while case .notLoaded(nil) = issuers.issuers[0].status, ContinuousClock.now < deadline {
                 try await Task.sleep(for: .milliseconds(20))
             }

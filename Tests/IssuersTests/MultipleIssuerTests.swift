@@ -55,7 +55,7 @@ struct MultipleIssuerTests {
         let refresh = Task { await issuers.runKeyRefresh() }
         defer { refresh.cancel() }
         do {
-            let deadline = ContinuousClock.now + .seconds(10)
+            let deadline = ContinuousClock.now + .seconds(30)
             while !issuers.issuers.allSatisfy(\.status.isReady) {
                 guard ContinuousClock.now < deadline else { throw TestbedError("keys never loaded") }
                 try await Task.sleep(for: .milliseconds(20))
