@@ -16,6 +16,7 @@ let package = Package(
     products: [
         .executable(name: "kube-impersonate-proxy", targets: ["Main"]),
         .executable(name: "kip-testbed", targets: ["TestbedCLI"]),
+        .executable(name: "verify-bench", targets: ["VerifyBench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -110,6 +111,17 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        .executableTarget(
+            name: "VerifyBench",
+            dependencies: [
+                "Issuers",
+                "Config",
+                "Testbed",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Benchmarks/VerifyBench",
+            swiftSettings: strictSettings
+        ),
         .testTarget(
             name: "ConfigTests",
             dependencies: ["Config"],
@@ -117,7 +129,10 @@ let package = Package(
         ),
         .testTarget(
             name: "IssuersTests",
-            dependencies: ["Issuers", "Config", "Testbed"],
+            dependencies: [
+                "Issuers", "Config", "Testbed",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
             swiftSettings: testSettings
         ),
         .testTarget(

@@ -10,27 +10,66 @@ struct CompactJWS: Sendable {
     let signingInput: ArraySlice<UInt8>
     let signature: [UInt8]
 
-    init(parsing token: String) throws(TokenRejection) {
-        let bytes = Array(token.utf8)
-        guard bytes.count <= Self.maximumLength else {
-            throw .malformed("longer than \(Self.maximumLength) bytes")
+    /// A token cut at its dots with only the payload decoded: enough to read the unverified
+    /// `iss` and route the token before any other work.
+    struct Parts: Sendable {
+        let bytes: [UInt8]
+        let header: Range<Int>
+        let signature: Range<Int>
+        let payload: [UInt8]
+
+        init(_ token: String) throws(TokenRejection) {
+            guard token.utf8.count <= CompactJWS.maximumLength else {
+                throw .malformed("longer than \(CompactJWS.maximumLength) bytes")
+            }
+            let bytes = Array(token.utf8)
+            var dots: [Int] = []
+            dots.reserveCapacity(4)
+            for (index, byte) in bytes.enumerated() where byte == UInt8(ascii: ".") {
+                dots.append(index)
+                if dots.count > 4 { break }
+            }
+            if dots.count == 4 { throw .malformed("encrypted tokens (JWE) are not supported") }
+            guard dots.count == 2 else { throw .malformed("want 3 dot-separated parts, got \(dots.count + 1)") }
+            guard let payload = Base64URL.decode(bytes[(dots[0] + 1)..<dots[1]]) else {
+                throw .malformed("payload is not base64url-encoded JSON object")
+            }
+            self.bytes = bytes
+            self.header = 0..<dots[0]
+            self.signature = (dots[1] + 1)..<bytes.count
+            self.payload = payload
         }
-        let dot = UInt8(ascii: ".")
-        let parts = bytes.split(separator: dot, omittingEmptySubsequences: false)
-        if parts.count == 5 { throw .malformed("encrypted tokens (JWE) are not supported") }
-        guard parts.count == 3 else { throw .malformed("want 3 dot-separated parts, got \(parts.count)") }
-        guard let headerBytes = Base64URL.decode(parts[0]), let header = JSONValue.parseObject(headerBytes) else {
+
+        /// The payload's `iss` when it is a string (nil when absent or of another type),
+        /// read without decoding the other claims; throws when the payload is not a JSON object.
+        func unverifiedIssuer() throws(TokenRejection) -> String? {
+            switch JSONParser.member("iss", ofObject: payload) {
+            case .invalid: throw .malformed("payload is not base64url-encoded JSON object")
+            case .found(.string(let issuer)): return issuer
+            case .found, .absent: return nil
+            }
+        }
+    }
+
+    init(parsing token: String) throws(TokenRejection) {
+        try self.init(Parts(token))
+    }
+
+    init(_ parts: Parts) throws(TokenRejection) {
+        guard let headerBytes = Base64URL.decode(parts.bytes[parts.header]),
+            let header = JSONParser.parseObject(headerBytes)
+        else {
             throw .malformed("header is not base64url-encoded JSON object")
         }
-        guard let payloadBytes = Base64URL.decode(parts[1]), let claims = JSONValue.parseObject(payloadBytes) else {
+        guard let claims = JSONParser.parseObject(parts.payload) else {
             throw .malformed("payload is not base64url-encoded JSON object")
         }
-        guard let signature = Base64URL.decode(parts[2]), !signature.isEmpty else {
+        guard let signature = Base64URL.decode(parts.bytes[parts.signature]), !signature.isEmpty else {
             throw .malformed("signature is missing or not base64url")
         }
         self.header = header
         self.claims = claims
-        self.signingInput = bytes[parts[0].startIndex..<parts[1].endIndex]
+        self.signingInput = parts.bytes[parts.header.lowerBound..<(parts.signature.lowerBound - 1)]
         self.signature = signature
     }
 

@@ -14,6 +14,9 @@ public final class IssuerSet: Sendable {
     public let issuers: [Issuer]
     private let issuersByURL: [String: Issuer]
     private let retired = Atomic<Bool>(false)
+    /// Identities of verified tokens (nil when `tokenCacheTTL` is zero). Owned by this set
+    /// alone, so a reload never serves an identity mapped under the previous configuration.
+    public let tokenCache: TokenCache?
 
     /// The result of the synchronous first attempt at authenticating a token.
     public enum Attempt: Sendable {
@@ -69,6 +72,7 @@ public final class IssuerSet: Sendable {
         self.configuration = configuration
         self.issuers = issuers
         self.issuersByURL = byURL
+        self.tokenCache = TokenCache(ttl: configuration.tokenCacheTTL)
     }
 
     /// The problems `init` would throw for, all of them, without creating anything or touching
@@ -87,17 +91,34 @@ public final class IssuerSet: Sendable {
 
     /// Verifies `token` with the keys at hand. Never blocks and never touches the network.
     public func authenticate(token: String, now: Double = IssuerSet.currentTime()) -> Attempt {
-        let parsed: CompactJWS
+        var cacheKey: TokenCache.Key?
+        if let tokenCache, token.utf8.count <= CompactJWS.maximumLength {
+            let key = tokenCache.key(for: token)
+            if let identity = tokenCache.identity(for: key, now: now) { return .authenticated(identity) }
+            cacheKey = key
+        }
+        // Route by the unverified iss first: a token for no configured issuer costs no more.
+        let parts: CompactJWS.Parts
+        let issuer: Issuer
         do {
-            parsed = try CompactJWS(parsing: token)
+            parts = try CompactJWS.Parts(token)
+            guard let issuerURL = try parts.unverifiedIssuer(), let match = issuersByURL[issuerURL] else {
+                return .rejected(.unknownIssuer, issuer: nil)
+            }
+            issuer = match
         } catch {
             return .rejected(error, issuer: nil)
         }
-        guard let issuerURL = parsed.unverifiedIssuer, let issuer = issuersByURL[issuerURL] else {
-            return .rejected(.unknownIssuer, issuer: nil)
+        let parsed: CompactJWS
+        do {
+            parsed = try CompactJWS(parts)
+        } catch {
+            return .rejected(error, issuer: issuer.configuration.name)
         }
         switch issuer.verifier.verify(parsed, keys: issuer.keys, now: now) {
-        case .verified(let identity): return .authenticated(identity)
+        case .verified(let identity):
+            if let cacheKey { tokenCache?.insert(identity, for: cacheKey, now: now) }
+            return .authenticated(identity)
         case .rejected(let rejection): return .rejected(rejection, issuer: issuer.configuration.name)
         case .noKeyVerified: return .needsKeyRefetch
         }
@@ -110,8 +131,11 @@ public final class IssuerSet: Sendable {
             let issuer = issuersByURL[issuerURL]
         else { return .failure(.unknownIssuer) }
         let keys = await issuer.refetchForUnverifiedToken() ?? issuer.keys
-        switch issuer.verifier.verify(parsed, keys: keys, now: Self.currentTime()) {
-        case .verified(let identity): return .success(identity)
+        let now = Self.currentTime()
+        switch issuer.verifier.verify(parsed, keys: keys, now: now) {
+        case .verified(let identity):
+            if let tokenCache { tokenCache.insert(identity, for: tokenCache.key(for: token), now: now) }
+            return .success(identity)
         case .rejected(let rejection), .noKeyVerified(let rejection): return .failure(rejection)
         }
     }

@@ -1,5 +1,3 @@
-import FoundationEssentials
-
 /// A JSON value as a token's header or claims carry it.
 public enum JSONValue: Sendable, Hashable {
     case null
@@ -11,10 +9,7 @@ public enum JSONValue: Sendable, Hashable {
 
     /// Parses a JSON object, or returns nil for anything else (including invalid JSON).
     static func parseObject(_ bytes: [UInt8]) -> [String: JSONValue]? {
-        guard let value = try? JSONDecoder().decode(JSONValue.self, from: Data(bytes)),
-            case .object(let object) = value
-        else { return nil }
-        return object
+        JSONParser.parseObject(bytes)
     }
 
     /// The value as Go's `json.Unmarshal` into a `string` sees it: a string, or `""` for null;
@@ -27,20 +22,29 @@ public enum JSONValue: Sendable, Hashable {
         }
     }
 
-    /// The value as go-oidc's `jsonTime` sees it: a number, or a string holding a JSON number,
-    /// truncated to whole seconds. `.some(nil)` for null (a zero time); nil when unparsable.
-    var goUnixTime: Double?? {
+    /// The value as go-oidc's `jsonTime` reads it, in whole seconds: a number, or a string holding
+    /// a JSON number. nil when Go fails to unmarshal it: another type, `null` (go-oidc reads it
+    /// as an empty `json.Number`, which does not parse) or a number beyond `float64`.
+    /// A finite value outside `int64` becomes `Int64.min`, a time long past, as Go's
+    /// `int64(float64)` gives on amd64 (arm64 saturates instead; the refusing reading is kept).
+    /// Integers within 512 of `Int64.max` round up past it here, where Go reads them exactly:
+    /// such an `exp` is refused here and accepted there, the safe side of a nonsensical value.
+    var goUnixTime: Double? {
+        let value: Double
         switch self {
-        case .null:
-            return .some(nil)
-        case .number(let value):
-            return .some(value.rounded(.towardZero))
+        case .number(let number):
+            value = number
         case .string(let text):
-            guard Self.isJSONNumber(text), let value = Double(text) else { return nil }
-            return .some(value.rounded(.towardZero))
+            guard Self.isJSONNumber(text), let number = Double(text) else { return nil }
+            value = number
         default:
             return nil
         }
+        guard value.isFinite else { return nil }
+        guard value > -9_223_372_036_854_775_808.0 && value < 9_223_372_036_854_775_808.0 else {
+            return Double(Int64.min)
+        }
+        return value.rounded(.towardZero)
     }
 
     /// Whether `text` is a number in JSON's grammar (what Go accepts as a `json.Number` string).
@@ -70,24 +74,5 @@ public enum JSONValue: Sendable, Hashable {
             if digits() == 0 { return false }
         }
         return bytes.isEmpty
-    }
-}
-
-extension JSONValue: Decodable {
-    public init(from decoder: any Decoder) throws {
-        let container = try decoder.singleValueContainer()
-        if container.decodeNil() {
-            self = .null
-        } else if let value = try? container.decode(Bool.self) {
-            self = .bool(value)
-        } else if let value = try? container.decode(Double.self) {
-            self = .number(value)
-        } else if let value = try? container.decode(String.self) {
-            self = .string(value)
-        } else if let value = try? container.decode([JSONValue].self) {
-            self = .array(value)
-        } else {
-            self = .object(try container.decode([String: JSONValue].self))
-        }
     }
 }

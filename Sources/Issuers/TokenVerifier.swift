@@ -49,17 +49,21 @@ struct TokenVerifier: Sendable {
         }
     }
 
-    /// `iss`, `aud`, `exp` and `nbf`, typed and checked as go-oidc's `IDTokenVerifier.Verify` does.
+    /// `iss`, `aud`, `exp` and `nbf`, typed and checked as go-oidc's `IDTokenVerifier.Verify` does:
+    /// first every claim it decodes must have its Go type, then the checks in its order.
     private func checkStandardClaims(_ claims: [String: JSONValue], now: Double) throws(TokenRejection) -> Double {
         for name in ["iss", "sub", "nonce", "at_hash"] {
             if let value = claims[name], value.goString == nil { throw .invalidClaim("\(name) is not a string") }
         }
-        var times: [String: Double] = [:]
-        for name in ["exp", "iat", "nbf"] {
-            guard let value = claims[name] else { continue }
+        // exp and iat are go-oidc `jsonTime` values: null does not unmarshal. nbf is a pointer: null is absent.
+        func time(_ name: String, nullIsAbsent: Bool) throws(TokenRejection) -> Double? {
+            guard let value = claims[name], !(nullIsAbsent && value == .null) else { return nil }
             guard let time = value.goUnixTime else { throw .invalidClaim("\(name) is not a number") }
-            if let time { times[name] = time }
+            return time
         }
+        let expiry = try time("exp", nullIsAbsent: false)
+        _ = try time("iat", nullIsAbsent: false)
+        let notBefore = try time("nbf", nullIsAbsent: true)
         let tokenAudiences: [String]
         switch claims["aud"] {
         case .string(let audience): tokenAudiences = [audience]
@@ -68,15 +72,17 @@ struct TokenVerifier: Sendable {
                 guard let text = item.goString else { throw .invalidClaim("aud is not a string or a list of strings") }
                 return text
             }
+        // go-oidc reads null as the one audience "", which no configuration lists.
         case .null, nil: tokenAudiences = []
         default: throw .invalidClaim("aud is not a string or a list of strings")
         }
+        try DistributedClaims.checkShape(claims)
 
         guard acceptedIssuers.contains(claims["iss"]?.goString ?? "") else { throw .unknownIssuer }
         guard tokenAudiences.contains(where: audiences.contains) else { throw .audienceMismatch }
         // A missing exp is go-oidc's zero time, which is always in the past.
-        guard let expiresAt = times["exp"], now <= expiresAt else { throw .expired }
-        if let notBefore = times["nbf"], now < notBefore - Self.notBeforeLeeway { throw .notYetValid }
+        guard let expiresAt = expiry, now <= expiresAt else { throw .expired }
+        if let notBefore, now < notBefore - Self.notBeforeLeeway { throw .notYetValid }
         return expiresAt
     }
 
@@ -91,20 +97,15 @@ struct TokenVerifier: Sendable {
         if header["b64"] != nil { throw .unsupportedHeader("b64") }
         switch header["kid"] {
         case nil, .null: return (algorithm, nil)
-        case .string(let keyID): return (algorithm, keyID)
+        // go-oidc tries every key for an empty kid, as for none.
+        case .string(let keyID): return (algorithm, keyID.isEmpty ? nil : keyID)
         default: throw .malformed("header kid is not a string")
         }
     }
 
-    /// kube-apiserver's claim rules and mappings, then the proxy's header-safety and reserved-name rules.
+    /// kube-apiserver's mappings and then its claim rules, in its order; then the proxy's
+    /// header-safety and reserved-name rules.
     private func mapIdentity(_ claims: [String: JSONValue], expiresAt: Double) throws(TokenRejection) -> Identity {
-        for rule in configuration.claimValidationRules {
-            guard let value = claims[rule.claim] else { throw .claimRuleFailed(claim: rule.claim) }
-            guard let text = value.goString, text == rule.requiredValue else {
-                throw .claimRuleFailed(claim: rule.claim)
-            }
-        }
-
         let mappings = configuration.claimMappings
         guard let usernameValue = claims[mappings.usernameClaim] else {
             throw .usernameClaimMissing(mappings.usernameClaim)
@@ -123,6 +124,9 @@ struct TokenVerifier: Sendable {
         let username = mappings.usernamePrefix + rawUsername
 
         var groups: [String] = []
+        if let groupsClaim = mappings.groupsClaim, claims[groupsClaim] == nil {
+            try DistributedClaims.refuseDistributed(groupsClaim, in: claims)
+        }
         if let groupsClaim = mappings.groupsClaim, let value = claims[groupsClaim] {
             switch value {
             case .null: break
@@ -144,6 +148,14 @@ struct TokenVerifier: Sendable {
             guard let value = claims[uidClaim] else { throw .uidClaimMissing(uidClaim) }
             guard let text = value.goString else { throw .invalidClaim("uid claim \(uidClaim) is not a string") }
             uid = text
+        }
+
+        // kube-apiserver checks the required claims after mapping the identity.
+        for rule in configuration.claimValidationRules {
+            guard let value = claims[rule.claim] else { throw .claimRuleFailed(claim: rule.claim) }
+            guard let text = value.goString, text == rule.requiredValue else {
+                throw .claimRuleFailed(claim: rule.claim)
+            }
         }
 
         if Self.hasControlCharacter(username) { throw .controlCharacter(field: "username") }

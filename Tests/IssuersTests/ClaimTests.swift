@@ -35,7 +35,8 @@ struct ClaimTests {
     @Test("exp: required, no leeway; a token expiring this second is still valid")
     func expiry() throws {
         #expect(try verify(VerifierFixture.claims.removing("exp")).rejection == .expired)
-        #expect(try verify(with("exp", nil)).rejection == .expired)
+        // go-oidc fails to unmarshal a null exp (its jsonTime reads null as an empty number).
+        #expect(try verify(with("exp", nil)).rejection == .invalidClaim("exp is not a number"))
         #expect(try verify(with("exp", .int(now - 1))).rejection == .expired)
         #expect(try verify(with("exp", .int(now))).identity != nil)
         #expect(try verify(VerifierFixture.claims, offset: 3601).rejection == .expired)

@@ -66,3 +66,15 @@ extension Result where Success == Identity, Failure == TokenRejection {
         return nil
     }
 }
+
+extension IssuerSet.Attempt {
+    /// The rejection of a refused attempt (nil when authenticated or waiting for a refetch).
+    var rejection: TokenRejection? {
+        if case .rejected(let rejection, _) = self { return rejection }
+        return nil
+    }
+    var identity: Identity? {
+        if case .authenticated(let identity) = self { return identity }
+        return nil
+    }
+}
