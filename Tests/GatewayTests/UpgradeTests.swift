@@ -148,3 +148,30 @@ struct HeaderHygieneTests {
         }
     }
 }
+
+@Suite("Long-lived upgraded sessions")
+struct LongLivedSessionTests {
+    @Test("a port-forward session carrying traffic for two minutes stays up, and quiet stretches do not end it")
+    func twoMinuteSession() async throws {
+        try await ProxyHarness.run { harness in
+            let connection = try await RawConnection.connect(port: harness.port)
+            try await connection.send(
+                "POST /api/v1/namespaces/default/pods/web/portforward HTTP/1.1\r\nHost: proxy\r\n"
+                    + "Authorization: Bearer \(try harness.issuer.mint())\r\nConnection: Upgrade\r\n"
+                    + "Upgrade: SPDY/3.1\r\nContent-Length: 0\r\n\r\n")
+            #expect(try await connection.wait { $0.text.contains("upstream-ready\n") })
+            let started = ContinuousClock.now
+            var round = 0
+            while ContinuousClock.now - started < .seconds(125) {
+                round += 1
+                let line = "round \(round)\n"
+                try await connection.send(line)
+                #expect(try await connection.wait { $0.text.hasSuffix(line) }, "round \(round) was not echoed")
+                // Mostly busy, sometimes quiet for longer than any request timeout of the proxy's.
+                try await Task.sleep(for: round % 20 == 0 ? .seconds(15) : .milliseconds(500))
+            }
+            #expect(!connection.peerFinished)
+            await connection.close()
+        }
+    }
+}
