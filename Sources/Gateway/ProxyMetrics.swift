@@ -34,6 +34,8 @@ public final class ProxyMetrics: Sendable {
         var reloadFailures = 0
         var configInfo: (sha256: String, gauge: CoreMetrics.Gauge)?
         var keySources: [ObjectIdentifier: (name: String, counts: KeyFetchCounts)] = [:]
+        /// Per-issuer gauges, by issuer name: dropped when a reload removes the issuer.
+        var issuerGauges: [String: [CoreMetrics.Gauge]] = [:]
     }
     private let baselines = Mutex(Baselines())
 
@@ -179,6 +181,7 @@ public final class ProxyMetrics: Sendable {
             }
 
             var seen: [ObjectIdentifier: (name: String, counts: KeyFetchCounts)] = [:]
+            var issuerGauges: [String: [CoreMetrics.Gauge]] = [:]
             for issuer in issuers.issuers {
                 let name = issuer.configuration.name
                 let counts = issuer.fetchCounts
@@ -191,17 +194,25 @@ public final class ProxyMetrics: Sendable {
                         factory: factory)
                     counter.increment(by: max(delta, 0))
                 }
+                let ready = CoreMetrics.Gauge(
+                    label: Self.prefix + "issuer_ready", dimensions: [("issuer", name)], factory: factory)
+                ready.record(issuer.status.isReady ? 1 : 0)
+                var gauges = [ready]
                 if let lastSuccess = counts.lastSuccess {
-                    CoreMetrics.Gauge(
+                    let gauge = CoreMetrics.Gauge(
                         label: Self.prefix + "key_fetch_last_success_timestamp_seconds",
-                        dimensions: [("issuer", name)], factory: factory
-                    ).record(lastSuccess.timeIntervalSince1970)
+                        dimensions: [("issuer", name)], factory: factory)
+                    gauge.record(lastSuccess.timeIntervalSince1970)
+                    gauges.append(gauge)
                 }
-                CoreMetrics.Gauge(label: Self.prefix + "issuer_ready", dimensions: [("issuer", name)], factory: factory)
-                    .record(issuer.status.isReady ? 1 : 0)
+                issuerGauges[name] = gauges
                 seen[issuer.keySourceID] = (name, counts)
             }
             baselines.keySources = seen
+            for (name, gauges) in baselines.issuerGauges where issuerGauges[name] == nil {
+                for gauge in gauges { gauge.destroy() }
+            }
+            baselines.issuerGauges = issuerGauges
         }
     }
 

@@ -1,4 +1,5 @@
 import Gateway
+import Issuers
 import Testbed
 import Testing
 
@@ -109,6 +110,24 @@ struct MetricsTests {
             // Scraping again counts nothing twice.
             let third = try await scrape(harness)
             #expect(third.value(prefix + "key_fetches_total", ["issuer": issuer, "result": "failure"]) == 1)
+        }
+    }
+
+    @Test("a reload that renames an issuer moves its gauges to the new name")
+    func issuerGaugesFollowReloads() async throws {
+        try await ProxyHarness.run(metricsOptions()) { harness in
+            let old = harness.issuers.issuers[0].configuration
+            #expect(try await scrape(harness).value(prefix + "issuer_ready", ["issuer": old.name]) == 1)
+            var configuration = harness.issuers.configuration
+            configuration.issuers[0].name = "renamed"
+            harness.current.replace(
+                with: try IssuerSet(
+                    configuration: configuration, logger: harness.logs.logger(), adoptingKeysFrom: harness.issuers))
+            let after = try await scrape(harness)
+            #expect(after.value(prefix + "issuer_ready", ["issuer": "renamed"]) == 1)
+            #expect(after.value(prefix + "key_fetch_last_success_timestamp_seconds", ["issuer": "renamed"]) != nil)
+            #expect(after.value(prefix + "issuer_ready", ["issuer": old.name]) == nil)
+            #expect(after.value(prefix + "key_fetch_last_success_timestamp_seconds", ["issuer": old.name]) == nil)
         }
     }
 
