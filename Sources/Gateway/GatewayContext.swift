@@ -10,6 +10,8 @@ public struct GatewayContext: Sendable {
     public var logger: Logger
     /// How configuration reloads have gone (for the metrics endpoint).
     public var reloadStatus: CurrentReloadStatus
+    /// The metrics requests are counted in (each harness or process has its own registry).
+    public var metrics: ProxyMetrics
     /// How long the API server may take to start answering a forwarded request.
     public var responseHeadTimeout: TimeAmount
     /// How long a client connection may wait between requests, or take to send a request's
@@ -21,8 +23,10 @@ public struct GatewayContext: Sendable {
     public init(
         issuers: CurrentIssuers, pool: UpstreamConnectionPool, health: HealthEndpoints, logger: Logger,
         responseHeadTimeout: TimeAmount = .seconds(120), requestHeadTimeout: TimeAmount = .seconds(60),
-        maximumConnections: Int = 10_000, reloadStatus: CurrentReloadStatus = CurrentReloadStatus()
+        maximumConnections: Int = 10_000, reloadStatus: CurrentReloadStatus = CurrentReloadStatus(),
+        metrics: ProxyMetrics = ProxyMetrics()
     ) {
+        self.metrics = metrics
         self.issuers = issuers
         self.reloadStatus = reloadStatus
         self.pool = pool

@@ -32,26 +32,39 @@ public final class HealthEndpoints: Sendable {
 
     func answer(path: Substring, query: Substring?) -> Answer {
         let (endpoint, single) = Self.split(path)
-        var checks: [(name: String, failure: String?)] = [("ping", nil)]
+        var checks: [Check] = [Check(name: "ping")]
         if endpoint == "readyz" {
-            checks.append(("config", nil))
+            checks.append(Check(name: "config"))
             let issuerSet = issuers.current
             var anyReady = false
-            var issuerChecks: [(name: String, failure: String?)] = []
+            var issuerChecks: [Check] = []
             for issuer in issuerSet.issuers {
                 let status = issuer.status
                 anyReady = anyReady || status.isReady
-                var failure: String?
-                if case .notLoaded(let lastError) = status {
-                    failure = "signing keys not fetched yet" + (lastError.map { ": \($0)" } ?? "")
+                var check = Check(name: "issuer-\(issuer.configuration.name)")
+                switch status {
+                case .ready:
+                    break
+                case .stale(let lastError):
+                    check.note = "keys stale: last refresh failed: " + HealthReason.sanitize(lastError)
+                case .notLoaded(let lastError):
+                    check.failure =
+                        "signing keys not fetched yet" + (lastError.map { ": " + HealthReason.sanitize($0) } ?? "")
                 }
-                issuerChecks.append(("issuer-\(issuer.configuration.name)", failure))
+                issuerChecks.append(check)
             }
             if issuerSet.configuration.readiness == .any && anyReady {
-                issuerChecks = issuerChecks.map { ($0.name, nil) }
+                // One ready issuer is enough: the others are reported, but do not fail the check.
+                issuerChecks = issuerChecks.map { check in
+                    guard let failure = check.failure else { return check }
+                    return Check(name: check.name, note: "not required with readiness any: \(failure)")
+                }
             }
             checks += issuerChecks
-            checks.append(("shutdown", shuttingDown.load(ordering: .relaxed) ? "the proxy is shutting down" : nil))
+            checks.append(
+                Check(
+                    name: "shutdown",
+                    failure: shuttingDown.load(ordering: .relaxed) ? "the proxy is shutting down" : nil))
         }
 
         if let single {
@@ -79,6 +92,8 @@ public final class HealthEndpoints: Sendable {
             } else if let failure = check.failure {
                 failed = true
                 lines += "[-]\(check.name) failed: \(failure)\n"
+            } else if let note = check.note {
+                lines += "[+]\(check.name) ok (\(note))\n"
             } else {
                 lines += "[+]\(check.name) ok\n"
             }
@@ -91,6 +106,13 @@ public final class HealthEndpoints: Sendable {
         if failed { return Answer(status: .internalServerError, body: lines + "\(endpoint) check failed\n") }
         if !verbose { return Answer(status: .ok, body: "ok") }
         return Answer(status: .ok, body: lines + "\(endpoint) check passed\n")
+    }
+
+    /// One named check: passing (with an optional note, e.g. stale keys) or failing with a reason.
+    struct Check {
+        var name: String
+        var failure: String?
+        var note: String?
     }
 
     private static func split(_ path: Substring) -> (endpoint: Substring, single: Substring?) {

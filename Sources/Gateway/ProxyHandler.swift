@@ -34,6 +34,10 @@ final class ProxyHandler: ChannelDuplexHandler {
         var connectionReused = false
         var retried = false
         var headTimeout: Scheduled<Void>?
+        var upstreamStartedAt: ContinuousClock.Instant?
+        var upstreamLatency: Duration?
+        /// The access-log line is written and the request metrics recorded: once per exchange.
+        var recorded = false
 
         init(head: HTTPRequestHead) {
             self.head = head
@@ -133,8 +137,10 @@ final class ProxyHandler: ChannelDuplexHandler {
         case .forwarding(let exchange, let upstream):
             exchange.headTimeout?.cancel()
             upstream.handler.close()
+            logAccess(exchange)
         case .connecting(let exchange), .authenticating(let exchange):
             exchange.headTimeout?.cancel()
+            logAccess(exchange)
         default:
             break
         }
@@ -196,6 +202,7 @@ final class ProxyHandler: ChannelDuplexHandler {
             return
         }
         let exchange = Exchange(head: head)
+        gateway.metrics.requestStarted()
         if exchange.isUpgrade && clientSplice == nil {
             respond(exchange, status: .badRequest("protocol upgrades need HTTP/1.1"))
             return
@@ -208,14 +215,18 @@ final class ProxyHandler: ChannelDuplexHandler {
         }
         guard case .token(let token) = BearerToken.extract(from: head.headers) else {
             gateway.logger.info("no bearer token", metadata: ["path": "\(path[0])"])
+            gateway.metrics.recordAuthentication(issuer: nil, reason: "no_token", in: gateway.issuers.current)
             respond(exchange, status: .unauthorized)
             return
         }
         let issuers = gateway.issuers.current
+        let verificationStart = ContinuousClock.now
         switch issuers.authenticate(token: token) {
         case .authenticated(let identity):
+            gateway.metrics.recordVerification(duration: ContinuousClock.now - verificationStart)
             forward(exchange, as: identity)
         case .rejected(let rejection, let issuer):
+            gateway.metrics.recordVerification(duration: ContinuousClock.now - verificationStart)
             reject(exchange, rejection, issuer: issuer)
         case .needsKeyRefetch:
             state = .authenticating(exchange)
@@ -223,6 +234,7 @@ final class ProxyHandler: ChannelDuplexHandler {
             let promise = context.eventLoop.makePromise(of: Result<Identity, TokenRejection>.self)
             promise.completeWithTask { await issuers.authenticateAfterRefetch(token: token) }
             promise.futureResult.assumeIsolated().whenSuccess { result in
+                self.gateway.metrics.recordVerification(duration: ContinuousClock.now - verificationStart)
                 guard case .authenticating(let current) = self.state, current === exchange else { return }
                 switch result {
                 case .success(let identity): self.forward(exchange, as: identity)
@@ -263,6 +275,7 @@ final class ProxyHandler: ChannelDuplexHandler {
     // MARK: Authentication outcome
 
     private func reject(_ exchange: Exchange, _ rejection: TokenRejection, issuer: String?) {
+        gateway.metrics.recordAuthentication(issuer: issuer, reason: rejection.reason, in: gateway.issuers.current)
         gateway.logger.info(
             "authentication failed",
             metadata: [
@@ -278,6 +291,7 @@ final class ProxyHandler: ChannelDuplexHandler {
 
     private func forward(_ exchange: Exchange, as identity: Identity) {
         exchange.identity = identity
+        gateway.metrics.recordAuthentication(issuer: identity.issuerName, reason: nil, in: gateway.issuers.current)
         exchange.upstreamHead = ImpersonationHeaders.upstreamHead(
             for: exchange.head, identity: identity, authorization: gateway.pool.credentials.authorization,
             clientAddress: clientAddress, authority: gateway.pool.credentials.authority, upgrade: exchange.isUpgrade)
@@ -314,6 +328,7 @@ final class ProxyHandler: ChannelDuplexHandler {
         connection.handler.delegate = self
         connection.handler.resumeReads()
         connection.handler.write(.head(upstreamHead))
+        exchange.upstreamStartedAt = .now
         for part in exchange.pendingBody {
             connection.handler.write(.body(.byteBuffer(part)))
         }
@@ -395,6 +410,7 @@ final class ProxyHandler: ChannelDuplexHandler {
     }
 
     private func upstreamFailed(_ exchange: Exchange, _ failure: UpstreamFailure) {
+        gateway.metrics.recordUpstreamError(kind: failure.kind)
         exchange.headTimeout?.cancel()
         exchange.headTimeout = nil
         guard let context else { return }
@@ -419,21 +435,14 @@ final class ProxyHandler: ChannelDuplexHandler {
     }
 
     private func logAccess(_ exchange: Exchange) {
-        let elapsed = ContinuousClock.now - exchange.startedAt
-        let micros = elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000
-        gateway.logger.info(
-            "request",
-            metadata: [
-                "issuer": "\(exchange.identity?.issuerName ?? "-")",
-                "user": "\(exchange.identity?.username ?? "-")",
-                "groups": "\(exchange.identity?.groups.joined(separator: ",") ?? "")",
-                "method": "\(exchange.head.method.rawValue)",
-                "path": "\(exchange.head.uri.prefix { $0 != "?" })",
-                "status": "\(exchange.status?.code ?? 0)",
-                "bytes": "\(exchange.responseBytes)",
-                "duration_us": "\(micros)",
-                "client": "\(clientAddress ?? "-")",
-            ])
+        guard !exchange.recorded else { return }
+        exchange.recorded = true
+        let entry = AccessLogEntry(
+            identity: exchange.identity, method: exchange.head.method.rawValue,
+            path: exchange.head.uri.prefix { $0 != "?" }, status: exchange.status.map { Int($0.code) },
+            bytes: exchange.responseBytes, duration: ContinuousClock.now - exchange.startedAt,
+            upstreamLatency: exchange.upstreamLatency, clientAddress: clientAddress)
+        AccessLog.record(entry, logger: gateway.logger, metrics: gateway.metrics)
     }
 }
 
@@ -444,6 +453,7 @@ extension ProxyHandler: UpstreamResponseDelegate {
         guard case .forwarding(let exchange, _) = state, let context else { return }
         exchange.headTimeout?.cancel()
         exchange.headTimeout = nil
+        exchange.upstreamLatency = exchange.upstreamStartedAt.map { ContinuousClock.now - $0 }
         let switching = head.status == .switchingProtocols
         if switching && !exchange.isUpgrade {
             // A 101 to a request that asked for no upgrade: a broken or hostile upstream.
@@ -492,6 +502,7 @@ extension ProxyHandler: UpstreamResponseDelegate {
         guard case .forwarding(let exchange, _) = state, exchange.isUpgrade, let context else { return nil }
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
         logAccess(exchange)
+        gateway.metrics.upgradeOpened(until: context.channel.closeFuture)
         state = .spliced
         gateway.logger.debug(
             "upgraded connection spliced", metadata: ["path": "\(exchange.head.uri.prefix { $0 != "?" })"])

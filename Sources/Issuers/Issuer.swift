@@ -39,6 +39,16 @@ public enum IssuerStatus: Sendable, Equatable {
     }
 }
 
+/// How an issuer's discovery+JWKS fetches have ended.
+public struct KeyFetchCounts: Sendable, Hashable {
+    public var successes = 0
+    public var failures = 0
+    /// When a fetch last succeeded.
+    public var lastSuccess: Date?
+
+    public init() {}
+}
+
 /// One configured issuer at run time: its configuration, its verifier, and the key source it
 /// shares with any other set that configures the same URL, discovery URL and CA.
 public final class Issuer: Sendable {
@@ -58,6 +68,14 @@ public final class Issuer: Sendable {
 
     /// How many discovery+JWKS fetches have been started (for tests and metrics).
     public var fetchCount: Int { keySource.fetchCount }
+
+    /// How the key source's fetches have ended, for the metrics endpoint. Shared with every set
+    /// that adopted the same source, so the counts survive reloads that keep it.
+    public var fetchCounts: KeyFetchCounts { keySource.fetchCounts }
+
+    /// Identifies the key source, so a reader of `fetchCounts` can tell a new source (counting
+    /// from zero) from the one it read before.
+    public var keySourceID: ObjectIdentifier { ObjectIdentifier(keySource) }
 
     /// Whether both use the same key source: the same keys, fetched once (after a reload that
     /// kept this issuer's URL, discovery URL and CA).

@@ -1,4 +1,5 @@
 import Config
+import FoundationEssentials
 import Logging
 import NIOSSL
 import Synchronization
@@ -25,6 +26,7 @@ final class KeySource: Sendable {
         var lastOnDemandFetch: ContinuousClock.Instant?
         var inFlight: Task<Void, Never>?
         var fetchCount = 0
+        var fetches = KeyFetchCounts()
         var claims = 0
         var refreshTask: Task<Void, Never>?
         var retired = false
@@ -52,6 +54,8 @@ final class KeySource: Sendable {
     }
 
     var fetchCount: Int { state.withLock { $0.fetchCount } }
+
+    var fetchCounts: KeyFetchCounts { state.withLock { $0.fetches } }
 
     /// Whether the last claim was released: the source no longer fetches and cannot be adopted.
     var isRetired: Bool { state.withLock { $0.retired } }
@@ -151,8 +155,11 @@ final class KeySource: Sendable {
                 state.keys = keys
                 state.lastError = nil
                 state.lastSuccess = .now
+                state.fetches.successes += 1
+                state.fetches.lastSuccess = Date()
             case .failure(let error):
                 state.lastError = error.description
+                state.fetches.failures += 1
             }
             return (state.keys != nil, false)
         }

@@ -51,7 +51,7 @@ struct KubeImpersonateProxy: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let logger = Logging.bootstrap(verbosity: options.verbosity)
+        let logger = Logging.bootstrap(verbosity: options.verbosity, format: options.logFormat)
         let gracePeriod = try options.gracePeriod()
         let flags = options.flags
         let loaded: LoadedConfiguration

@@ -71,6 +71,9 @@ struct ServeOptions: ParsableArguments {
     @Option(name: [.customShort("v"), .customLong("v")], help: "Log verbosity: 0 info, 2 debug, 4 trace.")
     var verbosity: Int = 0
 
+    @Option(name: .customLong("log-format"), help: "Log line format: text or json.")
+    var logFormat: LogFormat = .text
+
     /// `--shutdown-grace-period` as a duration: a number with `ms`, `s`, `m` or `h`.
     func gracePeriod() throws -> Duration {
         let text = shutdownGracePeriod
@@ -105,3 +108,5 @@ struct ServeOptions: ParsableArguments {
         return flags
     }
 }
+
+extension LogFormat: ExpressibleByArgument {}

@@ -2,8 +2,10 @@ import Config
 import Gateway
 import Issuers
 import Logging
+import Metrics
 import NIOPosix
 import NIOSSL
+import Prometheus
 import ServiceLifecycle
 import UnixSignals
 
@@ -44,8 +46,11 @@ enum Server {
         reloadStatus.recordInitialLoad(sha256: loaded.file?.sha256)
         let health = HealthEndpoints(issuers: issuers)
         let pool = UpstreamConnectionPool(group: group, credentials: credentials)
+        let metrics = ProxyMetrics()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metrics.registry))
         let gateway = GatewayContext(
-            issuers: issuers, pool: pool, health: health, logger: logger, reloadStatus: reloadStatus)
+            issuers: issuers, pool: pool, health: health, logger: logger, reloadStatus: reloadStatus,
+            metrics: metrics)
         let server: ProxyServer
         do {
             server = try await ProxyServer.start(
@@ -54,21 +59,36 @@ enum Server {
             await issuerSet.shutdown()
             throw FatalError("--listen-addr \(configuration.listenAddress): cannot listen: \(error)")
         }
+        var metricsServer: MetricsServer?
+        if let metricsAddress = configuration.metricsAddress {
+            do {
+                metricsServer = try await MetricsServer.start(address: metricsAddress, group: group, gateway: gateway)
+            } catch {
+                await server.stopAccepting()
+                await issuerSet.shutdown()
+                throw FatalError("--metrics-addr \(metricsAddress): cannot listen: \(error)")
+            }
+        }
         logger.info(
             "serving",
             metadata: [
                 "listen": "\(server.localAddress.map { "\($0)" } ?? "\(configuration.listenAddress)")",
+                "metrics": "\(metricsServer?.localAddress.map { "\($0)" } ?? "off")",
                 "tls": "\(configuration.tls == nil ? "off" : "on")",
                 "upstream": "\(upstream.serverURL) (\(upstream.source))",
                 "issuers": "\(configuration.issuers.map(\.url).joined(separator: ","))",
                 "config": "\(loaded.file.map { "\($0.path) sha256 \($0.sha256)" } ?? "flags only")",
                 "version": "\(ProxyVersion.current)",
             ])
+        logger.info("effective configuration", metadata: ["configuration": "\(configuration.effectiveYAML)"])
 
         let reloader = ConfigurationReloader(
             flags: flags, issuers: issuers, status: reloadStatus, loadedSHA256: loaded.file?.sha256, timing: timing,
             logger: logger)
-        var services: [any Service] = [
+        // The service group shuts services down in reverse order: the metrics listener, first
+        // here, closes last, after the proxy listener has drained.
+        var services: [any Service] = metricsServer.map { [MetricsService(server: $0)] } ?? []
+        services += [
             ProxyService(server: server, health: health, pool: pool, drainDeadline: gracePeriod, logger: logger),
             ClosureService { await cancelWhenGracefulShutdown { await reloader.run(hangups: hangups) } },
         ]

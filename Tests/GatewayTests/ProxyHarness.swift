@@ -19,6 +19,14 @@ struct ProxyHarness {
     let server: ProxyServer
     let client: HTTPClient
     let port: Int
+    let current: CurrentIssuers
+    let health: HealthEndpoints
+    let metrics: ProxyMetrics
+    let logs: LogCapture
+    /// The metrics listener's port, when `Options.metricsListener` started one.
+    let metricsPort: Int?
+    let metricsServer: MetricsServer?
+    let reloadStatus: CurrentReloadStatus
     /// The HTTPS listener's certificate files and their CA, when the harness serves TLS.
     let serving: ServingFiles?
 
@@ -55,6 +63,10 @@ struct ProxyHarness {
         var upstreamPort: Int?
         var upstreamCAPEM: String?
         var waitForKeys = true
+        var metricsListener = false
+        var readiness = ReadinessPolicy.all
+        /// More issuers, each with its own stand-in (named by the configuration).
+        var extraIssuers: [StandInIssuer] = []
         var issuerAvailableAtStart = true
         var timing = KeyRefreshTiming(
             initialBackoff: .milliseconds(100), maximumBackoff: .milliseconds(200), refreshInterval: .seconds(600),
@@ -71,11 +83,18 @@ struct ProxyHarness {
             IssuerConfiguration(
                 url: issuer.url, audiences: ["kubernetes"],
                 certificateAuthorityPEM: issuer.certificateAuthority.certificatePEM))
+        let extraConfigurations = options.extraIssuers.enumerated().map { index, extra in
+            options.mapIssuer(
+                IssuerConfiguration(
+                    url: extra.url, audiences: ["kubernetes"],
+                    certificateAuthorityPEM: extra.certificateAuthority.certificatePEM, name: "extra-\(index)"))
+        }
         let configuration = ProxyConfiguration(
             listenAddress: ListenAddress(host: "127.0.0.1", port: 0), metricsAddress: nil,
-            issuers: [issuerConfiguration], allowReservedIdentities: options.allowReservedIdentities)
-        var logger = Logger(label: "test")
-        logger.logLevel = .critical
+            issuers: [issuerConfiguration] + extraConfigurations,
+            allowReservedIdentities: options.allowReservedIdentities, readiness: options.readiness)
+        let logs = LogCapture()
+        let logger = logs.logger(level: .debug)
         let issuers = try IssuerSet(configuration: configuration, timing: options.timing, logger: logger)
         let upstream = UpstreamConfiguration(
             host: "127.0.0.1", port: options.upstreamPort ?? api.port,
@@ -85,10 +104,13 @@ struct ProxyHarness {
         let group = MultiThreadedEventLoopGroup.singleton
         let current = CurrentIssuers(issuers)
         let health = HealthEndpoints(issuers: current)
+        let metrics = ProxyMetrics()
+        let reloadStatus = CurrentReloadStatus()
         let gateway = GatewayContext(
             issuers: current, pool: UpstreamConnectionPool(group: group, credentials: credentials), health: health,
             logger: logger, responseHeadTimeout: options.responseHeadTimeout,
-            requestHeadTimeout: options.requestHeadTimeout, maximumConnections: options.maximumConnections)
+            requestHeadTimeout: options.requestHeadTimeout, maximumConnections: options.maximumConnections,
+            reloadStatus: reloadStatus, metrics: metrics)
         var serving: ServingFiles?
         var clientConfiguration = HTTPClient.Configuration()
         if options.serveTLS {
@@ -105,10 +127,17 @@ struct ProxyHarness {
         }
         let server = try await ProxyServer.start(
             address: configuration.listenAddress, group: group, gateway: gateway, tls: serving?.store)
+        var metricsServer: MetricsServer?
+        if options.metricsListener {
+            metricsServer = try await MetricsServer.start(
+                address: ListenAddress(host: "127.0.0.1", port: 0), group: group, gateway: gateway)
+        }
         let client = HTTPClient(eventLoopGroup: group, configuration: clientConfiguration)
         let harness = ProxyHarness(
             issuer: issuer, api: api, issuers: issuers, server: server, client: client,
-            port: server.localAddress?.port ?? 0, serving: serving)
+            port: server.localAddress?.port ?? 0, current: current, health: health, metrics: metrics, logs: logs,
+            metricsPort: metricsServer?.localAddress?.port, metricsServer: metricsServer, reloadStatus: reloadStatus,
+            serving: serving)
         do {
             if options.waitForKeys { try await harness.waitUntilReady() }
             let result = try await body(harness)
@@ -131,10 +160,20 @@ struct ProxyHarness {
     private func tearDown() async {
         try? await client.shutdown()
         await server.stopAccepting()
+        await metricsServer?.stop()
+        await current.current.shutdown()
         await issuers.shutdown()
         await api.stop()
         await issuer.stop()
         if let serving { try? FileManager.default.removeItem(atPath: serving.directory) }
+    }
+
+    /// A GET on the metrics listener.
+    func getMetricsListener(_ path: String) async throws -> (status: Int, body: String) {
+        let response = try await client.execute(
+            HTTPClientRequest(url: "http://127.0.0.1:\(metricsPort ?? 0)\(path)"), timeout: .seconds(30))
+        let body = try await response.body.collect(upTo: 16 << 20)
+        return (Int(response.status.code), String(buffer: body))
     }
 
     /// A GET through the proxy with `token` (nil: no Authorization header).

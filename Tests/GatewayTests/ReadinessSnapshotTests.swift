@@ -41,10 +41,12 @@ struct ReadinessSnapshotTests {
         await current.replace(with: second).shutdown()
         let passing = health.answer(path: "/readyz", query: "verbose")
         #expect(passing.status == .ok)
+        // The issuer that is down no longer fails the check, and still says why it is not ready.
         #expect(
-            passing.body
-                == "[+]ping ok\n[+]config ok\n[+]issuer-up ok\n[+]issuer-down ok\n[+]shutdown ok\nreadyz check passed\n"
-        )
+            passing.body.hasPrefix(
+                "[+]ping ok\n[+]config ok\n[+]issuer-up ok\n"
+                    + "[+]issuer-down ok (not required with readiness any: signing keys not fetched yet"))
+        #expect(passing.body.hasSuffix(")\n[+]shutdown ok\nreadyz check passed\n"))
         await second.shutdown()
         await idp.stop()
     }

@@ -73,6 +73,8 @@ struct CommandLineTests {
                 "--oidc-ca-file", directory.appendingPathComponent("issuer-ca.crt").path,
                 "--kubeconfig", directory.appendingPathComponent("kubeconfig").path,
                 "--listen-addr=127.0.0.1:\(port)",
+                // Not the default :9090, which another process on this machine may hold.
+                "--metrics-addr=127.0.0.1:0",
             ], log: directory.appendingPathComponent("proxy.log"))
         defer { if process.isRunning { process.terminate() } }
 

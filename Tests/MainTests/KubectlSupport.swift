@@ -53,7 +53,7 @@ final class KubectlBench: @unchecked Sendable {
                 "--oidc-issuer-url=\(issuer.url)", "--oidc-client-id=kubernetes",
                 "--oidc-ca-file=\(directory.appendingPathComponent("issuer-ca.crt").path)",
                 "--kubeconfig=\(directory.appendingPathComponent("upstream.kubeconfig").path)",
-                "--listen-addr=127.0.0.1:\(port)",
+                "--listen-addr=127.0.0.1:\(port)", "--metrics-addr=127.0.0.1:0",
                 "--tls-cert-file=\(directory.appendingPathComponent("proxy.crt").path)",
                 "--tls-private-key-file=\(directory.appendingPathComponent("proxy.key").path)",
             ], log: directory.appendingPathComponent("proxy.log"))

@@ -36,7 +36,7 @@ final class RunningProxy: Sendable {
             try issuer.certificateAuthority.certificatePEM.write(to: caFile, atomically: true, encoding: .utf8)
             arguments = [
                 "--oidc-issuer-url=\(issuer.url)", "--oidc-client-id=kubernetes", "--oidc-ca-file", caFile.path,
-                "--oidc-groups-prefix=\(groupsPrefix)",
+                "--oidc-groups-prefix=\(groupsPrefix)", "--metrics-addr=127.0.0.1:0",
             ]
         } else {
             let yaml = configYAML(issuer: issuer, groupsPrefix: groupsPrefix)
@@ -84,10 +84,14 @@ final class RunningProxy: Sendable {
     }
 
     /// A proxy-shape config trusting `issuer`, mapping groups with `groupsPrefix`.
-    static func configYAML(issuer: StandInIssuer, groupsPrefix: String, url: String? = nil) -> String {
+    /// The metrics listener is on a free port (`127.0.0.1:0`) unless `metricsAddress` says otherwise.
+    static func configYAML(
+        issuer: StandInIssuer, groupsPrefix: String, url: String? = nil, metricsAddress: String = "127.0.0.1:0"
+    ) -> String {
         let ca = issuer.certificateAuthority.certificatePEM.split(separator: "\n").map { "          " + $0 }
             .joined(separator: "\n")
         return """
+            metricsAddr: "\(metricsAddress)"
             jwt:
               - issuer:
                   url: "\(url ?? issuer.url)"

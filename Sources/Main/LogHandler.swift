@@ -1,0 +1,137 @@
+import FoundationEssentials
+import Logging
+import Synchronization
+
+/// How each log line is written.
+enum LogFormat: String, CaseIterable, Sendable {
+    /// `2026-01-02T03:04:05.678Z info request issuer=a user=alice status=200 ...`
+    case text
+    /// One JSON object per line: `time`, `level`, `message`, then every metadata field.
+    case json
+}
+
+/// The proxy's log handler: one line per event on standard error, in `text` or `json`.
+/// Lines from concurrent loggers never interleave: each is written with a single `write(2)`
+/// under a process-wide lock.
+struct ProxyLogHandler: LogHandler {
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level
+    var metadataProvider: Logger.MetadataProvider?
+    private let format: LogFormat
+    private let write: @Sendable (String) -> Void
+
+    init(
+        format: LogFormat, level: Logger.Level,
+        write: @escaping @Sendable (String) -> Void = ProxyLogHandler.standardError
+    ) {
+        self.format = format
+        self.logLevel = level
+        self.write = write
+    }
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        var fields = metadata
+        if let provided = metadataProvider?.get() { fields.merge(provided) { _, new in new } }
+        if let extra = event.metadata { fields.merge(extra) { _, new in new } }
+        if let error = event.error { fields["error"] = "\(error)" }
+        write(
+            Self.line(format: format, time: Date(), level: event.level, message: "\(event.message)", metadata: fields))
+    }
+
+    /// One log line, newline included.
+    static func line(
+        format: LogFormat, time: Date, level: Logger.Level, message: String, metadata: Logger.Metadata
+    ) -> String {
+        let timestamp = Self.timestamp(time)
+        let keys = metadata.keys.sorted()
+        switch format {
+        case .text:
+            var line = "\(timestamp) \(level) \(message)"
+            for key in keys {
+                line += " \(key)=\(textValue(Self.flatten(metadata[key]!)))"
+            }
+            return line + "\n"
+        case .json:
+            var line = "{\"time\":\"\(timestamp)\",\"level\":\"\(level)\",\"message\":\(jsonString(message))"
+            for key in keys where !["time", "level", "message"].contains(key) {
+                line += ",\(jsonString(key)):\(jsonString(Self.flatten(metadata[key]!)))"
+            }
+            return line + "}\n"
+        }
+    }
+
+    /// A metadata value as one string.
+    private static func flatten(_ value: Logger.Metadata.Value) -> String {
+        switch value {
+        case .string(let text): text
+        case .stringConvertible(let convertible): convertible.description
+        case .array(let values): values.map(flatten).joined(separator: ",")
+        case .dictionary(let values):
+            values.keys.sorted().map { "\($0)=\(flatten(values[$0]!))" }.joined(separator: ",")
+        }
+    }
+
+    /// A text value: bare when it is one plain word, else a quoted, escaped string.
+    private static func textValue(_ text: String) -> String {
+        let plain =
+            !text.isEmpty
+            && text.unicodeScalars.allSatisfy { $0.value > 0x20 && $0.value != 0x7F && $0 != "\"" && $0 != "=" }
+        return plain ? text : jsonString(text)
+    }
+
+    /// A JSON string literal.
+    static func jsonString(_ text: String) -> String {
+        var result = "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": result += "\\\""
+            case "\\": result += "\\\\"
+            case "\n": result += "\\n"
+            case "\r": result += "\\r"
+            case "\t": result += "\\t"
+            default:
+                if scalar.value < 0x20 || scalar.value == 0x7F {
+                    let hex = String(scalar.value, radix: 16)
+                    result += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+                } else {
+                    result.unicodeScalars.append(scalar)
+                }
+            }
+        }
+        return result + "\""
+    }
+
+    /// RFC 3339 in UTC with milliseconds: `2026-01-02T03:04:05.678Z`.
+    static func timestamp(_ date: Date) -> String {
+        let millis = Int64((date.timeIntervalSince1970 * 1000).rounded(.down))
+        let seconds = millis / 1000
+        let (days, secondOfDay) = (seconds / 86_400, seconds % 86_400)
+        // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+        let z = days + 719_468
+        let era = (z >= 0 ? z : z - 146_096) / 146_097
+        let dayOfEra = z - era * 146_097
+        let yearOfEra = (dayOfEra - dayOfEra / 1460 + dayOfEra / 36_524 - dayOfEra / 146_096) / 365
+        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
+        let monthIndex = (5 * dayOfYear + 2) / 153
+        let day = dayOfYear - (153 * monthIndex + 2) / 5 + 1
+        let month = monthIndex < 10 ? monthIndex + 3 : monthIndex - 9
+        let year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
+        func pad(_ value: Int64, _ width: Int) -> String {
+            let digits = String(value)
+            return String(repeating: "0", count: max(0, width - digits.count)) + digits
+        }
+        return "\(pad(year, 4))-\(pad(month, 2))-\(pad(day, 2))T\(pad(secondOfDay / 3600, 2)):"
+            + "\(pad(secondOfDay % 3600 / 60, 2)):\(pad(secondOfDay % 60, 2)).\(pad(millis % 1000, 3))Z"
+    }
+
+    private static let lock = Mutex(())
+
+    @Sendable static func standardError(_ line: String) {
+        lock.withLock { _ in StandardError.write(line) }
+    }
+}
