@@ -1,3 +1,4 @@
+import Config
 import FoundationEssentials
 import Logging
 import Synchronization
@@ -86,24 +87,7 @@ struct ProxyLogHandler: LogHandler {
 
     /// A JSON string literal.
     static func jsonString(_ text: String) -> String {
-        var result = "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": result += "\\\""
-            case "\\": result += "\\\\"
-            case "\n": result += "\\n"
-            case "\r": result += "\\r"
-            case "\t": result += "\\t"
-            default:
-                if scalar.value < 0x20 || scalar.value == 0x7F {
-                    let hex = String(scalar.value, radix: 16)
-                    result += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-                } else {
-                    result.unicodeScalars.append(scalar)
-                }
-            }
-        }
-        return result + "\""
+        JSONText.quoted(text)
     }
 
     /// RFC 3339 in UTC with milliseconds: `2026-01-02T03:04:05.678Z`.
