@@ -1,3 +1,5 @@
+import Issuers
+import Logging
 import Testbed
 import Testing
 
@@ -172,6 +174,40 @@ struct LongLivedSessionTests {
             }
             #expect(!connection.peerFinished)
             await connection.close()
+        }
+    }
+}
+
+@Suite("Upgraded sessions across a configuration reload")
+struct UpgradeAcrossReloadTests {
+    @Test("a spliced session opened before a reload keeps carrying bytes after it; new requests use the new mapping")
+    func spliceSurvivesReload() async throws {
+        try await ProxyHarness.run { harness in
+            let connection = try await RawConnection.connect(port: harness.port)
+            try await connection.send(
+                "POST /api/v1/namespaces/default/pods/web/portforward HTTP/1.1\r\nHost: proxy\r\n"
+                    + "Authorization: Bearer \(try harness.issuer.mint())\r\nConnection: Upgrade\r\n"
+                    + "Upgrade: SPDY/3.1\r\nContent-Length: 0\r\n\r\n")
+            #expect(try await connection.wait { $0.text.contains("upstream-ready\n") })
+
+            // A reload: a new issuer set with another groups prefix, adopting the old one's keys.
+            let old = harness.current.current
+            var configuration = old.configuration
+            configuration.issuers[0].claimMappings.groupsPrefix = "reloaded:"
+            var logger = Logger(label: "test")
+            logger.logLevel = .critical
+            let reloaded = try IssuerSet(configuration: configuration, logger: logger, adoptingKeysFrom: old)
+            harness.current.replace(with: reloaded)
+            await old.shutdown()
+
+            try await connection.send("after the reload\n")
+            #expect(try await connection.wait { $0.text.hasSuffix("after the reload\n") })
+            #expect(!connection.peerFinished)
+
+            _ = try await harness.get("/version", token: try harness.issuer.mint())
+            #expect(harness.api.requests.last?.values("Impersonate-Group") == ["reloaded:developers"])
+            await connection.close()
+            await reloaded.shutdown()
         }
     }
 }
