@@ -23,18 +23,6 @@ final class SpliceHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// Bytes that arrived before the partner was linked (leftovers forwarded by a decoder).
     private var early: [ByteBuffer] = []
     private(set) var isActive = false
-    /// Called once when this side's connection closes after activation.
-    var onClose: (() -> Void)?
-
-    /// A pair of linked ends: install `client` on the client pipeline and `upstream` on the
-    /// upstream pipeline, then call `activate` on both.
-    static func pair() -> (client: SpliceHandler, upstream: SpliceHandler) {
-        let client = SpliceHandler()
-        let upstream = SpliceHandler()
-        client.partner = upstream
-        upstream.partner = client
-        return (client, upstream)
-    }
 
     /// A pass-through end for the front of a client pipeline, linked later with `link(to:)`.
     static func passThrough() -> SpliceHandler {
@@ -111,8 +99,6 @@ final class SpliceHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func channelInactive(context: ChannelHandlerContext) {
         if isActive {
             partner?.closeFromPartner()
-            onClose?()
-            onClose = nil
         }
         context.fireChannelInactive()
     }
