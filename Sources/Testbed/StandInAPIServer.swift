@@ -35,6 +35,19 @@ public final class StandInAPIServer: Sendable {
     public var port: Int { server.port }
     public var url: String { "https://127.0.0.1:\(server.port)" }
 
+    /// A kubeconfig that reaches this server with its CA and the token it expects: what the
+    /// proxy's `--kubeconfig` is given in tests and the demo.
+    public var kubeconfig: String {
+        let ca = Data(certificateAuthority.certificatePEM.utf8).base64EncodedString()
+        return """
+            clusters: [{name: c, cluster: {server: "\(url)", certificate-authority-data: \(ca)}}]
+            users: [{name: u, user: {token: \(expectedToken)}}]
+            contexts: [{name: x, context: {cluster: c, user: u}}]
+            current-context: x
+
+            """
+    }
+
     public init(
         expectedToken: String = "proxy-service-account-token", port: Int = 0,
         certificateAuthority: TestCertificateAuthority? = nil

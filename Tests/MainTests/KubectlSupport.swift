@@ -36,12 +36,7 @@ final class KubectlBench: @unchecked Sendable {
             ("proxy.key", serving.privateKeyPEM),
             (
                 "upstream.kubeconfig",
-                """
-                clusters: [{name: c, cluster: {server: "\(api.url)", certificate-authority-data: \(Data(api.certificateAuthority.certificatePEM.utf8).base64EncodedString())}}]
-                users: [{name: u, user: {token: \(api.expectedToken)}}]
-                contexts: [{name: x, context: {cluster: c, user: u}}]
-                current-context: x
-                """
+                api.kubeconfig
             ),
         ]
         for (name, contents) in files {

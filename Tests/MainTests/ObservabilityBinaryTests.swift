@@ -13,12 +13,7 @@ struct ObservabilityBinaryTests {
         defer { try? FileManager.default.removeItem(at: directory) }
         try issuer.certificateAuthority.certificatePEM.write(
             to: directory.appendingPathComponent("issuer-ca.crt"), atomically: true, encoding: .utf8)
-        let kubeconfig = """
-            clusters: [{name: c, cluster: {server: "\(api.url)", certificate-authority-data: \(Data(api.certificateAuthority.certificatePEM.utf8).base64EncodedString())}}]
-            users: [{name: u, user: {token: \(api.expectedToken)}}]
-            contexts: [{name: x, context: {cluster: c, user: u}}]
-            current-context: x
-            """
+        let kubeconfig = api.kubeconfig
         try kubeconfig.write(to: directory.appendingPathComponent("kubeconfig"), atomically: true, encoding: .utf8)
         let port = try freePort()
         let metricsPort = try freePort()

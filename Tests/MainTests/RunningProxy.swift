@@ -23,12 +23,7 @@ final class RunningProxy: Sendable {
         let api = try await StandInAPIServer()
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("kip-reload-\(UUID())")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let kubeconfig = """
-            clusters: [{name: c, cluster: {server: "\(api.url)", certificate-authority-data: \(Data(api.certificateAuthority.certificatePEM.utf8).base64EncodedString())}}]
-            users: [{name: u, user: {token: \(api.expectedToken)}}]
-            contexts: [{name: x, context: {cluster: c, user: u}}]
-            current-context: x
-            """
+        let kubeconfig = api.kubeconfig
         try kubeconfig.write(to: directory.appendingPathComponent("kubeconfig"), atomically: true, encoding: .utf8)
         var arguments: [String]
         if flagsOnly {
