@@ -4,6 +4,10 @@ import NIOHTTP1
 /// authenticator reads it: white space trimmed, split on single spaces, scheme `Bearer` in any
 /// case, the second field is the token. Stricter in one way: several `Authorization` headers
 /// are refused rather than the first one used, so no two parties can read different tokens.
+///
+/// Runs on every request over a value of a kilobyte or more, so it works on UTF-8 bytes; only
+/// a value that starts or ends with something other than plain ASCII takes the slower path that
+/// trims Unicode white space.
 enum BearerToken {
     enum Extraction: Equatable {
         case token(String)
@@ -12,13 +16,66 @@ enum BearerToken {
     }
 
     static func extract(from headers: HTTPHeaders) -> Extraction {
-        var values = headers[canonicalForm: "authorization"].makeIterator()
-        guard let value = values.next(), values.next() == nil else { return .missing }
+        var value: String?
+        for (name, field) in headers where isAuthorization(name) {
+            guard value == nil else { return .missing }
+            value = field
+        }
+        guard let value else { return .missing }
+        return token(in: value)
+    }
+
+    /// The token of one `Authorization` value.
+    static func token(in value: String) -> Extraction {
+        let utf8 = value.utf8
+        guard let first = utf8.first, let last = utf8.last else { return .missing }
+        let trimmed: Substring
+        if isPlainASCII(first) && isPlainASCII(last) {
+            trimmed = value[...]
+        } else {
+            trimmed = trimmingUnicodeWhiteSpace(value)
+        }
+        // strings.SplitN(auth, " ", 3): the scheme is before the first space, the token between
+        // it and the next one (or the end).
+        let bytes = trimmed.utf8
+        guard let schemeEnd = bytes.firstIndex(of: UInt8(ascii: " ")) else { return .missing }
+        guard isBearer(bytes[bytes.startIndex..<schemeEnd]) else { return .missing }
+        let tokenStart = bytes.index(after: schemeEnd)
+        let tokenEnd = bytes[tokenStart...].firstIndex(of: UInt8(ascii: " ")) ?? bytes.endIndex
+        guard tokenStart < tokenEnd else { return .missing }
+        return .token(String(trimmed[tokenStart..<tokenEnd]))
+    }
+
+    /// A printable ASCII byte other than the space: neither white space nor part of a
+    /// multi-byte character, so nothing at that end needs trimming.
+    private static func isPlainASCII(_ byte: UInt8) -> Bool {
+        byte > 0x20 && byte < 0x7F
+    }
+
+    /// `authorization` in any case, compared without making a lowercased copy.
+    private static func isAuthorization(_ name: String) -> Bool {
+        equalsIgnoringASCIICase(name.utf8, "authorization".utf8)
+    }
+
+    /// `bearer` in any case. No character outside ASCII lowercases to one of its letters, so an
+    /// ASCII comparison is what Go's `strings.ToLower(parts[0]) == "bearer"` decides.
+    private static func isBearer(_ scheme: Substring.UTF8View.SubSequence) -> Bool {
+        equalsIgnoringASCIICase(scheme, "bearer".utf8)
+    }
+
+    private static func equalsIgnoringASCIICase(
+        _ bytes: some Collection<UInt8>, _ lowercase: String.UTF8View
+    ) -> Bool {
+        bytes.count == lowercase.count
+            && zip(bytes, lowercase).allSatisfy { byte, expected in
+                byte == expected || (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") && byte | 0x20 == expected)
+            }
+    }
+
+    private static func trimmingUnicodeWhiteSpace(_ value: String) -> Substring {
         var trimmed = value[...]
         while let first = trimmed.first, first.isWhitespace { trimmed = trimmed.dropFirst() }
         while let last = trimmed.last, last.isWhitespace { trimmed = trimmed.dropLast() }
-        let fields = trimmed.split(separator: " ", maxSplits: 2, omittingEmptySubsequences: false)
-        guard fields.count >= 2, fields[0].lowercased() == "bearer", !fields[1].isEmpty else { return .missing }
-        return .token(String(fields[1]))
+        return trimmed
     }
 }
