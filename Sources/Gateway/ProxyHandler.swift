@@ -33,7 +33,6 @@ final class ProxyHandler: ChannelDuplexHandler {
         var responseBytes = 0
         var connectionReused = false
         var retried = false
-        var headTimeout: Scheduled<Void>?
         var upstreamStartedAt: ContinuousClock.Instant?
         var upstreamLatency: Duration?
         /// The access-log line is written and the request metrics recorded: once per exchange.
@@ -71,6 +70,11 @@ final class ProxyHandler: ChannelDuplexHandler {
         case closed
     }
 
+    /// The request target without its query (a query can carry anything, a token included).
+    static func path(of uri: String) -> Substring {
+        uri[..<(uri.utf8.firstIndex(of: UInt8(ascii: "?")) ?? uri.endIndex)]
+    }
+
     /// Whether the client's connection carries more requests after `head`'s. An HTTP/2 stream
     /// ends with its response while the connection lives on, so it counts as kept alive.
     static func isKeepAlive(_ head: HTTPRequestHead) -> Bool {
@@ -86,8 +90,11 @@ final class ProxyHandler: ChannelDuplexHandler {
     private var readPending = false
     /// The client half-closed: finish the exchange in progress, then close.
     private var clientInputClosed = false
-    /// Closes a connection that stays idle, or sends its next request head too slowly.
-    private var idleTimeout: Scheduled<Void>?
+    /// Closes a connection that stays idle, or sends its next request head too slowly. Not used
+    /// on an HTTP/2 stream, which exists because its head arrived and ends with its response.
+    private var idleTimer: DeadlineTimer?
+    /// Fails an exchange whose request was sent but whose response head is late.
+    private var responseTimer: DeadlineTimer?
     private var clientAddress: String?
 
     init(gateway: GatewayContext, clientSplice: SpliceHandler?) {
@@ -98,19 +105,25 @@ final class ProxyHandler: ChannelDuplexHandler {
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         clientAddress = context.channel.remoteAddress?.ipAddress
+        idleTimer = DeadlineTimer(eventLoop: context.eventLoop) { [weak self] in
+            guard let self, case .idle = self.state else { return }
+            self.gateway.logger.debug("closing a connection that sent no request in time")
+            self.state = .closed
+            self.context?.close(promise: nil)
+        }
+        responseTimer = DeadlineTimer(eventLoop: context.eventLoop) { [weak self] in
+            guard let self, case .forwarding(let exchange, let upstream) = self.state, !exchange.responseStarted
+            else { return }
+            upstream.handler.close()
+            self.upstreamFailed(exchange, .timedOut)
+        }
         armIdleTimeout()
     }
 
     /// Starts the wait for the next request head; a head (or the connection's end) stops it.
     private func armIdleTimeout() {
-        idleTimeout?.cancel()
-        guard let context else { return }
-        idleTimeout = context.eventLoop.assumeIsolated().scheduleTask(in: gateway.requestHeadTimeout) {
-            guard case .idle = self.state else { return }
-            self.gateway.logger.debug("closing a connection that sent no request in time")
-            self.state = .closed
-            context.close(promise: nil)
-        }
+        guard clientSplice != nil else { return }
+        idleTimer?.set(after: gateway.requestHeadTimeout)
     }
 
     // MARK: Client → proxy
@@ -132,14 +145,13 @@ final class ProxyHandler: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        idleTimeout?.cancel()
+        idleTimer?.cancel()
+        responseTimer?.cancel()
         switch state {
         case .forwarding(let exchange, let upstream):
-            exchange.headTimeout?.cancel()
             upstream.handler.close()
             logAccess(exchange)
         case .connecting(let exchange), .authenticating(let exchange):
-            exchange.headTimeout?.cancel()
             logAccess(exchange)
         default:
             break
@@ -192,11 +204,11 @@ final class ProxyHandler: ChannelDuplexHandler {
     }
 
     private func receiveHead(_ head: HTTPRequestHead) {
-        idleTimeout?.cancel()
-        idleTimeout = nil
-        let path = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
-        if HealthEndpoints.handles(path: path[0]) && (head.method == .GET || head.method == .HEAD) {
-            let answer = gateway.health.answer(path: path[0], query: path.count > 1 ? path[1] : nil)
+        idleTimer?.clear()
+        let path = Self.path(of: head.uri)
+        if HealthEndpoints.handles(path: path) && (head.method == .GET || head.method == .HEAD) {
+            let query = path.endIndex < head.uri.endIndex ? head.uri[head.uri.utf8.index(after: path.endIndex)...] : nil
+            let answer = gateway.health.answer(path: path, query: query)
             respondLocally(
                 head: head, status: answer.status, contentType: "text/plain; charset=utf-8", body: answer.body)
             return
@@ -209,12 +221,12 @@ final class ProxyHandler: ChannelDuplexHandler {
         }
         if let name = ImpersonationHeaders.clientImpersonationHeader(in: head.headers) {
             gateway.logger.info(
-                "refused a request asserting its own identity", metadata: ["header": "\(name)", "path": "\(path[0])"])
+                "refused a request asserting its own identity", metadata: ["header": "\(name)", "path": "\(path)"])
             respond(exchange, status: .forbidden("impersonation headers are not allowed through this proxy"))
             return
         }
         guard case .token(let token) = BearerToken.extract(from: head.headers) else {
-            gateway.logger.info("no bearer token", metadata: ["path": "\(path[0])"])
+            gateway.logger.info("no bearer token", metadata: ["path": "\(path)"])
             gateway.metrics.recordAuthentication(issuer: nil, reason: "no_token", in: gateway.issuers.current)
             respond(exchange, status: .unauthorized)
             return
@@ -264,7 +276,7 @@ final class ProxyHandler: ChannelDuplexHandler {
         case .forwarding(let exchange, let upstream):
             exchange.requestEnded = true
             upstream.handler.write(.end(nil), flush: true)
-            if exchange.responseStarted == false { armHeadTimeout(exchange) }
+            if exchange.responseStarted == false { armResponseTimeout() }
         case .draining(let keepAlive):
             finishExchange(keepAlive: keepAlive)
         case .idle, .closed, .spliced:
@@ -280,7 +292,7 @@ final class ProxyHandler: ChannelDuplexHandler {
             "authentication failed",
             metadata: [
                 "reason": "\(rejection.reason)", "detail": "\(rejection)", "issuer": "\(issuer ?? "-")",
-                "path": "\(exchange.head.uri.prefix { $0 != "?" })",
+                "path": "\(Self.path(of: exchange.head.uri))",
             ])
         if rejection.isForbidden {
             respond(exchange, status: .forbidden("the identity in this token may not be impersonated"))
@@ -334,22 +346,16 @@ final class ProxyHandler: ChannelDuplexHandler {
         }
         if exchange.requestEnded {
             connection.handler.write(.end(nil))
-            armHeadTimeout(exchange)
+            armResponseTimeout()
         }
         connection.handler.flush()
         exchange.pendingBody = []
         resumeClientReadsIfWanted()
     }
 
-    private func armHeadTimeout(_ exchange: Exchange) {
-        guard let context, exchange.headTimeout == nil else { return }
-        exchange.headTimeout = context.eventLoop.assumeIsolated().scheduleTask(in: gateway.responseHeadTimeout) {
-            guard case .forwarding(let current, let upstream) = self.state, current === exchange,
-                !exchange.responseStarted
-            else { return }
-            upstream.handler.close()
-            self.upstreamFailed(exchange, .timedOut)
-        }
+    /// The request is sent: its response head is due within the response-head timeout.
+    private func armResponseTimeout() {
+        responseTimer?.set(after: gateway.responseHeadTimeout)
     }
 
     // MARK: Responses
@@ -411,8 +417,7 @@ final class ProxyHandler: ChannelDuplexHandler {
 
     private func upstreamFailed(_ exchange: Exchange, _ failure: UpstreamFailure) {
         gateway.metrics.recordUpstreamError(kind: failure.kind)
-        exchange.headTimeout?.cancel()
-        exchange.headTimeout = nil
+        responseTimer?.clear()
         guard let context else { return }
         if exchange.responseStarted {
             // The client has a partial response; closing is the only honest signal left.
@@ -439,7 +444,7 @@ final class ProxyHandler: ChannelDuplexHandler {
         exchange.recorded = true
         let entry = AccessLogEntry(
             identity: exchange.identity, method: exchange.head.method.rawValue,
-            path: exchange.head.uri.prefix { $0 != "?" }, status: exchange.status.map { Int($0.code) },
+            path: Self.path(of: exchange.head.uri), status: exchange.status.map { Int($0.code) },
             bytes: exchange.responseBytes, duration: ContinuousClock.now - exchange.startedAt,
             upstreamLatency: exchange.upstreamLatency, clientAddress: clientAddress)
         AccessLog.record(entry, logger: gateway.logger, metrics: gateway.metrics)
@@ -451,8 +456,7 @@ final class ProxyHandler: ChannelDuplexHandler {
 extension ProxyHandler: UpstreamResponseDelegate {
     func upstreamResponseHead(_ head: HTTPResponseHead) {
         guard case .forwarding(let exchange, _) = state, let context else { return }
-        exchange.headTimeout?.cancel()
-        exchange.headTimeout = nil
+        responseTimer?.clear()
         exchange.upstreamLatency = exchange.upstreamStartedAt.map { ContinuousClock.now - $0 }
         let switching = head.status == .switchingProtocols
         if switching && !exchange.isUpgrade {
@@ -505,7 +509,7 @@ extension ProxyHandler: UpstreamResponseDelegate {
         gateway.metrics.upgradeOpened(until: context.channel.closeFuture)
         state = .spliced
         gateway.logger.debug(
-            "upgraded connection spliced", metadata: ["path": "\(exchange.head.uri.prefix { $0 != "?" })"])
+            "upgraded connection spliced", metadata: ["path": "\(Self.path(of: exchange.head.uri))"])
         return clientSplice
     }
 
