@@ -91,6 +91,7 @@ enum ImpersonationHeaders {
     /// The header names a `Connection` header lists, lowercased.
     private static func connectionOptions(_ headers: HTTPHeaders) -> Set<String> {
         var tokens: Set<String> = []
+        guard headers.contains(name: "connection") else { return tokens }
         for value in headers[canonicalForm: "connection"] {
             tokens.insert(value.lowercased())
         }

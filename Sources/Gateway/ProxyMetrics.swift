@@ -41,6 +41,23 @@ public final class ProxyMetrics: Sendable {
     }
     private let baselines = Mutex(Baselines())
 
+    /// Per-request metric handles, made once per label set: making a handle looks it up in the
+    /// registry (a lock, sorted labels, several allocations), which is too much for every request.
+    private let requestCounters = MetricHandles<RequestLabels, CoreMetrics.Counter>()
+    private let requestTimers = MetricHandles<String, CoreMetrics.Timer>()
+    private let authenticationCounters = MetricHandles<AuthenticationLabels, CoreMetrics.Counter>()
+    private let upstreamErrorCounters = MetricHandles<String, CoreMetrics.Counter>()
+
+    private struct RequestLabels: Hashable, Sendable {
+        var method: String
+        var code: Int
+    }
+
+    private struct AuthenticationLabels: Hashable, Sendable {
+        var issuer: String
+        var reason: String?
+    }
+
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         self.registry = registry
         var factory = PrometheusMetricsFactory(registry: registry)
@@ -99,27 +116,31 @@ public final class ProxyMetrics: Sendable {
     func requestFinished(method: String, code: Int?, duration: Duration) {
         inFlight.decrement()
         let method = Self.methodLabel(method)
-        CoreMetrics.Counter(
-            label: Self.prefix + "requests_total", dimensions: [("code", Self.codeLabel(code)), ("method", method)],
-            factory: factory
-        ).increment()
-        CoreMetrics.Timer(
-            label: Self.prefix + "request_duration_seconds", dimensions: [("method", method)], factory: factory
-        )
-        .record(duration: duration)
+        let code = code.flatMap { (100...599).contains($0) ? $0 : nil } ?? 0
+        requestCounters.handle(for: RequestLabels(method: method, code: code)) { [factory] labels in
+            CoreMetrics.Counter(
+                label: Self.prefix + "requests_total",
+                dimensions: [("code", Self.codeLabel(labels.code)), ("method", labels.method)], factory: factory)
+        }.increment()
+        requestTimers.handle(for: method) { [factory] method in
+            CoreMetrics.Timer(
+                label: Self.prefix + "request_duration_seconds", dimensions: [("method", method)], factory: factory)
+        }.record(duration: duration)
     }
 
     /// One authentication outcome: `reason` is nil for success, else a `TokenRejection.reason`
     /// or `no_token`.
     func recordAuthentication(issuer: String?, reason: String?, in issuers: IssuerSet) {
-        CoreMetrics.Counter(
-            label: Self.prefix + "authentication_attempts_total",
-            dimensions: [
-                ("issuer", Self.issuerLabel(issuer, configured: issuers)),
-                ("result", reason == nil ? "success" : "failure"), ("reason", reason ?? "none"),
-            ],
-            factory: factory
-        ).increment()
+        let labels = AuthenticationLabels(issuer: Self.issuerLabel(issuer, configured: issuers), reason: reason)
+        authenticationCounters.handle(for: labels) { [factory] labels in
+            CoreMetrics.Counter(
+                label: Self.prefix + "authentication_attempts_total",
+                dimensions: [
+                    ("issuer", labels.issuer), ("result", labels.reason == nil ? "success" : "failure"),
+                    ("reason", labels.reason ?? "none"),
+                ],
+                factory: factory)
+        }.increment()
     }
 
     /// How long judging one token took (the key refetch included, when one was needed).
@@ -137,10 +158,10 @@ public final class ProxyMetrics: Sendable {
     }
 
     func recordUpstreamError(kind: String) {
-        CoreMetrics.Counter(
-            label: Self.prefix + "upstream_errors_total", dimensions: [("kind", kind)], factory: factory
-        )
-        .increment()
+        upstreamErrorCounters.handle(for: kind) { [factory] kind in
+            CoreMetrics.Counter(
+                label: Self.prefix + "upstream_errors_total", dimensions: [("kind", kind)], factory: factory)
+        }.increment()
     }
 
     /// An upgraded (spliced) connection opened; it counts as open until `closed` completes.
@@ -232,5 +253,20 @@ public final class ProxyMetrics: Sendable {
     /// The whole registry in the Prometheus text format.
     public func exposition() -> String {
         registry.emitToString()
+    }
+}
+
+/// Metric handles by their labels, each made on first use and kept. Every label set is bounded
+/// (see `ProxyMetrics`), and so is this table.
+private final class MetricHandles<Labels: Hashable & Sendable, Handle: Sendable>: Sendable {
+    private let handles = Mutex<[Labels: Handle]>([:])
+
+    func handle(for labels: Labels, make: (Labels) -> Handle) -> Handle {
+        handles.withLock { handles in
+            if let handle = handles[labels] { return handle }
+            let handle = make(labels)
+            handles[labels] = handle
+            return handle
+        }
     }
 }

@@ -36,9 +36,15 @@ struct ProxyLogHandler: LogHandler {
     }
 
     func log(event: LogEvent) {
-        var fields = metadata
-        if let provided = metadataProvider?.get() { fields.merge(provided) { _, new in new } }
-        if let extra = event.metadata { fields.merge(extra) { _, new in new } }
+        var fields: Logger.Metadata
+        if metadata.isEmpty && metadataProvider == nil {
+            // The usual case (the access log among it): no copy, no merge.
+            fields = event.metadata ?? [:]
+        } else {
+            fields = metadata
+            if let provided = metadataProvider?.get() { fields.merge(provided) { _, new in new } }
+            if let extra = event.metadata { fields.merge(extra) { _, new in new } }
+        }
         if let error = event.error { fields["error"] = "\(error)" }
         write(
             Self.line(format: format, time: Date(), level: event.level, message: "\(event.message)", metadata: fields))
@@ -52,11 +58,21 @@ struct ProxyLogHandler: LogHandler {
         let keys = metadata.keys.sorted()
         switch format {
         case .text:
-            var line = "\(timestamp) \(level) \(message)"
+            var line = ""
+            line.reserveCapacity(64 + 48 * keys.count)
+            line += timestamp
+            line += " "
+            line += level.rawValue
+            line += " "
+            line += message
             for key in keys {
-                line += " \(key)=\(textValue(Self.flatten(metadata[key]!)))"
+                line += " "
+                line += key
+                line += "="
+                line += textValue(Self.flatten(metadata[key]!))
             }
-            return line + "\n"
+            line += "\n"
+            return line
         case .json:
             var line = "{\"time\":\"\(timestamp)\",\"level\":\"\(level)\",\"message\":\(jsonString(message))"
             for key in keys where !["time", "level", "message"].contains(key) {
