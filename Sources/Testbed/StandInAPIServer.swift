@@ -17,8 +17,9 @@ import NIOHTTP1
 ///   to a request that asked for no upgrade (a broken upstream).
 /// - Upgrades (see `StandInUpgrades`): `exec`/`attach` over the Kubernetes WebSocket channel
 ///   protocol or SPDY/3.1, `portforward` over SPDY/3.1 plain or tunnelled in a WebSocket (each
-///   forwarded connection goes to `127.0.0.1:<port>`), and `SPDY/3.1` anywhere else (say
-///   `/testbed/spdy-echo`) as a raw echo.
+///   forwarded connection goes to `127.0.0.1:<port>`; the WebSocket can be refused, see
+///   `setRefusesWebSocketPortForward`), and `SPDY/3.1` anywhere else (say `/testbed/spdy-echo`)
+///   as a raw echo.
 /// - `GET /testbed/requests` (no credential needed, not recorded): what was received, as JSON.
 public final class StandInAPIServer: Sendable {
     public let certificateAuthority: TestCertificateAuthority
@@ -32,6 +33,7 @@ public final class StandInAPIServer: Sendable {
         var closeAfterEachResponse = false
         var sessions: [StandInUpgrades.SessionRecord] = []
         var forwards: [StandInUpgrades.ForwardRecord] = []
+        var refusesTunnelledPortForward = false
     }
     private let state: NIOLockedValueBox<State>
 
@@ -74,7 +76,8 @@ public final class StandInAPIServer: Sendable {
         let hooks = StandInUpgrades.Hooks(
             authorize: authorize, record: record,
             recordSession: { session in state.withLockedValue { $0.sessions.append(session) } },
-            recordForward: { forward in state.withLockedValue { $0.forwards.append(forward) } })
+            recordForward: { forward in state.withLockedValue { $0.forwards.append(forward) } },
+            tunnelsPortForward: { state.withLockedValue { !$0.refusesTunnelledPortForward } })
         let upgraders: TestHTTPServer.Upgraders = { StandInUpgrades.makeUpgraders(hooks: hooks) }
         self.server = try await TestHTTPServer.start(
             tls: try identity.serverTLSConfiguration(), port: port, upgraders: upgraders
@@ -114,6 +117,12 @@ public final class StandInAPIServer: Sendable {
         }
     }
 
+    /// When true, the server refuses to tunnel port-forward through a WebSocket, like an API
+    /// server before 1.30: kubectl must fall back to a plain SPDY/3.1 upgrade.
+    public func setRefusesWebSocketPortForward(_ refuse: Bool) {
+        state.withLockedValue { $0.refusesTunnelledPortForward = refuse }
+    }
+
     /// When true, the server closes each connection right after answering, without saying so
     /// (like an API server whose idle timeout fires just as the proxy reuses the connection).
     public func setCloseAfterEachResponse(_ close: Bool) {
@@ -150,6 +159,9 @@ public final class StandInAPIServer: Sendable {
             }, uniquingKeysWith: { first, _ in first })
 
         switch (request.method, request.path) {
+        case ("GET", let path) where StandInUpgrades.podSubresource(String(path)) == "portforward":
+            // What kube-apiserver answers a port-forward that did not (or could not) upgrade.
+            writer.respond(.badRequest, status(400, "BadRequest", "Upgrade request required"))
         case ("POST", _), ("PUT", _), ("PATCH", _):
             let contentType = request.values("Content-Type").first ?? "application/octet-stream"
             writer.head(.ok, headers: [("Content-Type", contentType), ("Content-Length", String(request.body.count))])

@@ -52,15 +52,18 @@ enum StandInUpgrades {
         var record: @Sendable (HTTPRequestHead) -> Void
         var recordSession: @Sendable (SessionRecord) -> Void
         var recordForward: @Sendable (ForwardRecord) -> Void
+        /// Whether port-forward may be tunnelled through a WebSocket right now (an API server
+        /// before 1.30, or with the feature off, refuses and kubectl falls back to SPDY).
+        var tunnelsPortForward: @Sendable () -> Bool
     }
 
     static func makeUpgraders(hooks: Hooks) -> [any HTTPServerProtocolUpgrader] {
         let webSocket = NIOWebSocketServerUpgrader(
             maxFrameSize: 1 << 20, automaticErrorHandling: true,
             shouldUpgrade: { channel, head in
-                guard hooks.authorize(head), let chosen = webSocketProtocol(for: head) else {
-                    return channel.eventLoop.makeSucceededFuture(nil)
-                }
+                guard hooks.authorize(head), let chosen = webSocketProtocol(for: head),
+                    chosen != tunnelledPortForwardProtocol || hooks.tunnelsPortForward()
+                else { return channel.eventLoop.makeSucceededFuture(nil) }
                 hooks.record(head)
                 return channel.eventLoop.makeSucceededFuture(HTTPHeaders([("Sec-WebSocket-Protocol", chosen)]))
             },
