@@ -92,9 +92,12 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // The system zlib, for the stand-in API server's SPDY/3 header compression (Testbed only).
+        .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
         .target(
             name: "Testbed",
             dependencies: [
+                "CZlib",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

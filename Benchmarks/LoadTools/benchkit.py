@@ -171,7 +171,7 @@ async def open_stream(url, tls_ctx=None):
 async def upgrade(url, token, tls_ctx=None):
     reader, writer = await open_stream(url, tls_ctx)
     u = urlsplit(url)
-    writer.write((f"POST /api/v1/namespaces/default/pods/web/portforward HTTP/1.1\r\nHost: {u.netloc}\r\n"
+    writer.write((f"POST /testbed/spdy-echo HTTP/1.1\r\nHost: {u.netloc}\r\n"
                   f"Authorization: Bearer {token}\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n"
                   f"X-Stream-Protocol-Version: portforward.k8s.io\r\nContent-Length: 0\r\n\r\n").encode())
     await writer.drain()

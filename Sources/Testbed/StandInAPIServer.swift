@@ -15,8 +15,11 @@ import NIOHTTP1
 /// - `/testbed/bytes?n=N`: N bytes of body; `/testbed/delay?ms=N`: an answer after N ms;
 ///   `/testbed/hangup`: the connection closed without an answer; `/testbed/bogus-101`: a 101
 ///   to a request that asked for no upgrade (a broken upstream).
-/// - Upgrades: `exec`/`attach` over the Kubernetes WebSocket channel protocol, and `SPDY/3.1`
-///   anywhere as a raw echo (see `StandInUpgrades`).
+/// - Upgrades (see `StandInUpgrades`): `exec`/`attach` over the Kubernetes WebSocket channel
+///   protocol or SPDY/3.1, `portforward` over SPDY/3.1 plain or tunnelled in a WebSocket (each
+///   forwarded connection goes to `127.0.0.1:<port>`; the WebSocket can be refused, see
+///   `setRefusesWebSocketPortForward`), and `SPDY/3.1` anywhere else (say `/testbed/spdy-echo`)
+///   as a raw echo.
 /// - `GET /testbed/requests` (no credential needed, not recorded): what was received, as JSON.
 public final class StandInAPIServer: Sendable {
     public let certificateAuthority: TestCertificateAuthority
@@ -29,6 +32,8 @@ public final class StandInAPIServer: Sendable {
         var heldWatches: [(writer: ResponseWriter, last: String)] = []
         var closeAfterEachResponse = false
         var sessions: [StandInUpgrades.SessionRecord] = []
+        var forwards: [StandInUpgrades.ForwardRecord] = []
+        var refusesTunnelledPortForward = false
     }
     private let state: NIOLockedValueBox<State>
 
@@ -68,12 +73,12 @@ public final class StandInAPIServer: Sendable {
                 body: [], connection: -1)
             state.withLockedValue { $0.requests.append(request) }
         }
-        let recordSession: @Sendable (StandInUpgrades.SessionRecord) -> Void = { session in
-            state.withLockedValue { $0.sessions.append(session) }
-        }
-        let upgraders: TestHTTPServer.Upgraders = {
-            StandInUpgrades.makeUpgraders(authorize: authorize, record: record, recordSession: recordSession)
-        }
+        let hooks = StandInUpgrades.Hooks(
+            authorize: authorize, record: record,
+            recordSession: { session in state.withLockedValue { $0.sessions.append(session) } },
+            recordForward: { forward in state.withLockedValue { $0.forwards.append(forward) } },
+            tunnelsPortForward: { state.withLockedValue { !$0.refusesTunnelledPortForward } })
+        let upgraders: TestHTTPServer.Upgraders = { StandInUpgrades.makeUpgraders(hooks: hooks) }
         self.server = try await TestHTTPServer.start(
             tls: try identity.serverTLSConfiguration(), port: port, upgraders: upgraders
         ) { request, writer in
@@ -84,9 +89,16 @@ public final class StandInAPIServer: Sendable {
     /// Every request received so far (the introspection path excluded).
     public var requests: [ReceivedRequest] { state.withLockedValue { $0.requests } }
 
-    /// The exec sessions that ended: each command and the stdin it received.
-    public var sessions: [(command: [String], stdin: [UInt8])] {
-        state.withLockedValue { $0.sessions.map { ($0.command, $0.stdin) } }
+    /// The exec and attach sessions that ended: each command, the stdin it received, and the
+    /// protocol that carried it (`v5.channel.k8s.io`, `SPDY/3.1 v4.channel.k8s.io`, ...).
+    public var sessions: [(command: [String], stdin: [UInt8], transport: String)] {
+        state.withLockedValue { $0.sessions.map { ($0.command, $0.stdin, $0.transport) } }
+    }
+
+    /// The connections port-forward made on clients' behalf: the port, kubectl's request id, and
+    /// `SPDY/3.1` or, tunnelled through a WebSocket, `SPDY/3.1+portforward.k8s.io`.
+    public var forwards: [(port: Int, requestID: String, transport: String)] {
+        state.withLockedValue { $0.forwards.map { ($0.port, $0.requestID, $0.transport) } }
     }
 
     public func resetRequests() {
@@ -103,6 +115,12 @@ public final class StandInAPIServer: Sendable {
             writer.body(last)
             writer.end()
         }
+    }
+
+    /// When true, the server refuses to tunnel port-forward through a WebSocket, like an API
+    /// server before 1.30: kubectl must fall back to a plain SPDY/3.1 upgrade.
+    public func setRefusesWebSocketPortForward(_ refuse: Bool) {
+        state.withLockedValue { $0.refusesTunnelledPortForward = refuse }
     }
 
     /// When true, the server closes each connection right after answering, without saying so
@@ -141,6 +159,9 @@ public final class StandInAPIServer: Sendable {
             }, uniquingKeysWith: { first, _ in first })
 
         switch (request.method, request.path) {
+        case ("GET", let path) where StandInUpgrades.podSubresource(String(path)) == "portforward":
+            // What kube-apiserver answers a port-forward that did not (or could not) upgrade.
+            writer.respond(.badRequest, status(400, "BadRequest", "Upgrade request required"))
         case ("POST", _), ("PUT", _), ("PATCH", _):
             let contentType = request.values("Content-Type").first ?? "application/octet-stream"
             writer.head(.ok, headers: [("Content-Type", contentType), ("Content-Length", String(request.body.count))])

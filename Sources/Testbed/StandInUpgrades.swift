@@ -3,9 +3,14 @@ import NIOCore
 import NIOHTTP1
 import NIOWebSocket
 
-/// The upgrades the stand-in API server speaks: the Kubernetes WebSocket channel protocol for
-/// `exec` and `attach` (what kubectl 1.30 and later use), and a raw `SPDY/3.1` switch whose
-/// connection simply echoes bytes (enough to prove a splice carries them both ways).
+/// The upgrades the stand-in API server speaks, as kube-apiserver and kubelet would:
+/// - WebSocket: `exec` and `attach` over the Kubernetes channel protocol (v5/v4, what kubectl
+///   1.30 and later use), and `portforward` as SPDY tunnelled in binary messages
+///   (`SPDY/3.1+portforward.k8s.io`, what kubectl 1.31 and later try first).
+/// - `SPDY/3.1` on a pod's `exec`/`attach` (v4.channel.k8s.io) and `portforward`
+///   (portforward.k8s.io): real SPDY sessions, as older kubectls speak them.
+/// - `SPDY/3.1` on any other path (say `/testbed/spdy-echo`): a raw switch whose connection
+///   simply echoes bytes, enough to prove a splice carries them both ways.
 enum StandInUpgrades {
     /// Streams of the channel protocol: the first byte of every binary message.
     enum Stream: UInt8 {
@@ -19,36 +24,94 @@ enum StandInUpgrades {
     }
 
     static let channelProtocols = ["v5.channel.k8s.io", "v4.channel.k8s.io"]
+    /// The one exec protocol served over SPDY: its error stream carries a `Status`.
+    static let spdyExecProtocol = "v4.channel.k8s.io"
+    static let portForwardProtocol = "portforward.k8s.io"
+    /// What kubectl asks for to tunnel port-forward's SPDY through a WebSocket.
+    static let tunnelledPortForwardProtocol = "SPDY/3.1+portforward.k8s.io"
 
     /// What a completed session leaves for tests to inspect.
     struct SessionRecord: Sendable {
         var command: [String]
         var stdin: [UInt8]
+        /// The protocol that carried it, e.g. `v5.channel.k8s.io` or `SPDY/3.1 v4.channel.k8s.io`.
+        var transport: String
     }
 
-    static func makeUpgraders(
-        authorize: @escaping @Sendable (HTTPRequestHead) -> Bool,
-        record: @escaping @Sendable (HTTPRequestHead) -> Void,
-        recordSession: @escaping @Sendable (SessionRecord) -> Void
-    ) -> [any HTTPServerProtocolUpgrader] {
+    /// One port-forward connection the stand-in made on a client's behalf.
+    struct ForwardRecord: Sendable {
+        var port: Int
+        var requestID: String
+        /// `SPDY/3.1`, or `SPDY/3.1+portforward.k8s.io` when tunnelled through a WebSocket.
+        var transport: String
+    }
+
+    /// How upgrades reach the server's checks and records.
+    struct Hooks: Sendable {
+        var authorize: @Sendable (HTTPRequestHead) -> Bool
+        var record: @Sendable (HTTPRequestHead) -> Void
+        var recordSession: @Sendable (SessionRecord) -> Void
+        var recordForward: @Sendable (ForwardRecord) -> Void
+        /// Whether port-forward may be tunnelled through a WebSocket right now (an API server
+        /// before 1.30, or with the feature off, refuses and kubectl falls back to SPDY).
+        var tunnelsPortForward: @Sendable () -> Bool
+    }
+
+    static func makeUpgraders(hooks: Hooks) -> [any HTTPServerProtocolUpgrader] {
         let webSocket = NIOWebSocketServerUpgrader(
             maxFrameSize: 1 << 20, automaticErrorHandling: true,
             shouldUpgrade: { channel, head in
-                let path = head.uri.prefix { $0 != "?" }
-                let offered = head.headers[canonicalForm: "sec-websocket-protocol"].map(String.init)
-                guard path.hasSuffix("/exec") || path.hasSuffix("/attach"), authorize(head),
-                    let chosen = channelProtocols.first(where: offered.contains)
+                guard hooks.authorize(head), let chosen = webSocketProtocol(for: head),
+                    chosen != tunnelledPortForwardProtocol || hooks.tunnelsPortForward()
                 else { return channel.eventLoop.makeSucceededFuture(nil) }
-                record(head)
+                hooks.record(head)
                 return channel.eventLoop.makeSucceededFuture(HTTPHeaders([("Sec-WebSocket-Protocol", chosen)]))
             },
             upgradePipelineHandler: { channel, head in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(
-                        ChannelProtocolSession(uri: head.uri, recordSession: recordSession))
+                    let pipeline = channel.pipeline.syncOperations
+                    let chosen = webSocketProtocol(for: head)
+                    if chosen == tunnelledPortForwardProtocol {
+                        try pipeline.addHandler(WebSocketTunnelHandler())
+                        try addSPDYSession(
+                            SPDYPortForwardSession(transport: tunnelledPortForwardProtocol, hooks: hooks),
+                            to: pipeline)
+                    } else {
+                        try pipeline.addHandler(
+                            ChannelProtocolSession(
+                                uri: head.uri, transport: chosen ?? "", recordSession: hooks.recordSession))
+                    }
                 }
             })
-        return [webSocket, RawEchoUpgrader(authorize: authorize, record: record)]
+        return [webSocket, SPDYUpgrader(hooks: hooks)]
+    }
+
+    /// The WebSocket subprotocol to answer `head` with, or nil to decline.
+    private static func webSocketProtocol(for head: HTTPRequestHead) -> String? {
+        let offered = head.headers[canonicalForm: "sec-websocket-protocol"].map(String.init)
+        switch podSubresource(head.uri) {
+        case "exec", "attach":
+            return channelProtocols.first(where: offered.contains)
+        case "portforward":
+            return offered.contains(tunnelledPortForwardProtocol) ? tunnelledPortForwardProtocol : nil
+        default:
+            return nil
+        }
+    }
+
+    /// `exec` for `/api/v1/namespaces/NS/pods/NAME/exec?…`; nil for anything not under a pod.
+    static func podSubresource(_ uri: String) -> Substring? {
+        let parts = uri.prefix { $0 != "?" }.split(separator: "/")
+        guard parts.count == 7, parts[0] == "api", parts[1] == "v1", parts[2] == "namespaces", parts[4] == "pods"
+        else { return nil }
+        return parts[6]
+    }
+
+    static func addSPDYSession(_ service: any SPDYStreamService, to pipeline: ChannelPipeline.SynchronousOperations)
+        throws
+    {
+        try pipeline.addHandler(ByteToMessageHandler(SPDYFrameDecoder()))
+        try pipeline.addHandler(SPDYConnectionHandler(service: service))
     }
 
     /// Query parameters of a request target, repeated keys kept in order.
@@ -62,19 +125,41 @@ enum StandInUpgrades {
     }
 }
 
-/// `SPDY/3.1` (or any other non-WebSocket protocol): answers 101, says hello right after it in
-/// the same flight, then echoes every byte back until the client closes.
-private final class RawEchoUpgrader: HTTPServerProtocolUpgrader, Sendable {
+/// `SPDY/3.1`: on a pod's exec, attach and portforward, a SPDY session with the protocol the
+/// client offers in `X-Stream-Protocol-Version` (declined when it offers none served here);
+/// anywhere else, a raw echo.
+private final class SPDYUpgrader: HTTPServerProtocolUpgrader, Sendable {
     let supportedProtocol = "SPDY/3.1"
     let requiredUpgradeHeaders: [String] = []
-    private let authorize: @Sendable (HTTPRequestHead) -> Bool
-    private let record: @Sendable (HTTPRequestHead) -> Void
+    private let hooks: StandInUpgrades.Hooks
 
-    init(
-        authorize: @escaping @Sendable (HTTPRequestHead) -> Bool, record: @escaping @Sendable (HTTPRequestHead) -> Void
-    ) {
-        self.authorize = authorize
-        self.record = record
+    init(hooks: StandInUpgrades.Hooks) {
+        self.hooks = hooks
+    }
+
+    private enum Target {
+        case exec
+        case portForward
+        case rawEcho
+
+        init?(_ head: HTTPRequestHead) {
+            let offered = head.headers["X-Stream-Protocol-Version"].flatMap { $0.split(separator: ",") }
+                .map { String($0.filter { $0 != " " }) }
+            switch StandInUpgrades.podSubresource(head.uri) {
+            case "exec", "attach":
+                guard offered.contains(StandInUpgrades.spdyExecProtocol) else { return nil }
+                self = .exec
+            case "portforward":
+                guard offered.contains(StandInUpgrades.portForwardProtocol) else { return nil }
+                self = .portForward
+            default:
+                self = .rawEcho
+            }
+        }
+
+        var protocolVersion: String {
+            self == .exec ? StandInUpgrades.spdyExecProtocol : StandInUpgrades.portForwardProtocol
+        }
     }
 
     func buildUpgradeResponse(
@@ -82,18 +167,28 @@ private final class RawEchoUpgrader: HTTPServerProtocolUpgrader, Sendable {
     )
         -> EventLoopFuture<HTTPHeaders>
     {
-        guard authorize(upgradeRequest) else {
-            return channel.eventLoop.makeFailedFuture(TestbedError("unauthorized upgrade"))
+        guard hooks.authorize(upgradeRequest), let target = Target(upgradeRequest) else {
+            return channel.eventLoop.makeFailedFuture(TestbedError("upgrade declined"))
         }
-        record(upgradeRequest)
+        hooks.record(upgradeRequest)
         var headers = initialResponseHeaders
-        headers.add(name: "X-Stream-Protocol-Version", value: "portforward.k8s.io")
+        headers.add(name: "X-Stream-Protocol-Version", value: target.protocolVersion)
         return channel.eventLoop.makeSucceededFuture(headers)
     }
 
     func upgrade(context: ChannelHandlerContext, upgradeRequest: HTTPRequestHead) -> EventLoopFuture<Void> {
         context.eventLoop.makeCompletedFuture {
-            try context.pipeline.syncOperations.addHandler(EchoHandler())
+            let pipeline = context.pipeline.syncOperations
+            switch Target(upgradeRequest) {
+            case .exec:
+                try StandInUpgrades.addSPDYSession(
+                    SPDYExecSession(uri: upgradeRequest.uri, recordSession: hooks.recordSession), to: pipeline)
+            case .portForward:
+                try StandInUpgrades.addSPDYSession(
+                    SPDYPortForwardSession(transport: "SPDY/3.1", hooks: hooks), to: pipeline)
+            case .rawEcho, nil:
+                try pipeline.addHandler(EchoHandler())
+            }
         }
     }
 }
@@ -121,37 +216,24 @@ private final class EchoHandler: ChannelInboundHandler {
     }
 }
 
-/// One exec/attach session over the channel protocol. Commands the stand-in "runs":
-/// `echo ARGS…` prints its arguments; `cat` (and attach) echo stdin to stdout until stdin
-/// closes; `tar …` (what `kubectl cp` runs) swallows stdin; anything else exits 127.
+/// One exec/attach session over the channel protocol, running a `StandInCommand`.
 private final class ChannelProtocolSession: ChannelInboundHandler {
     typealias InboundIn = WebSocketFrame
     typealias OutboundOut = WebSocketFrame
 
-    private let command: [String]
-    private let isAttach: Bool
+    private var command: StandInCommand
+    private let transport: String
     private let recordSession: @Sendable (StandInUpgrades.SessionRecord) -> Void
-    private var stdin: [UInt8] = []
-    private var finished = false
+    private var recorded = false
 
-    init(uri: String, recordSession: @escaping @Sendable (StandInUpgrades.SessionRecord) -> Void) {
-        self.command = StandInUpgrades.parameters(uri).filter { $0.0 == "command" }.map(\.1)
-        self.isAttach = uri.prefix { $0 != "?" }.hasSuffix("/attach")
+    init(uri: String, transport: String, recordSession: @escaping @Sendable (StandInUpgrades.SessionRecord) -> Void) {
+        self.command = StandInCommand(uri: uri)
+        self.transport = transport
         self.recordSession = recordSession
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
-        guard !isAttach, let program = command.first else { return }
-        switch program {
-        case "echo":
-            send(.stdout, Array((command.dropFirst().joined(separator: " ") + "\n").utf8), context: context)
-            finish(context: context, exitCode: 0)
-        case "cat", "tar", "sh":
-            break  // waits for stdin
-        default:
-            send(.stderr, Array("\(program): command not found\n".utf8), context: context)
-            finish(context: context, exitCode: 127)
-        }
+        carryOut(command.start(), context: context)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -160,21 +242,17 @@ private final class ChannelProtocolSession: ChannelInboundHandler {
         case .binary:
             var payload = frame.unmaskedData
             guard let streamByte = payload.readInteger(as: UInt8.self) else { return }
-            let bytes = payload.readBytes(length: payload.readableBytes) ?? []
+            let bytes = Array(payload.readableBytesView)
             switch StandInUpgrades.Stream(rawValue: streamByte) {
             case .stdin:
-                stdin += bytes
-                if command.first == "cat" || isAttach { send(.stdout, bytes, context: context) }
+                carryOut(command.receive(stdin: bytes), context: context)
             case .close where bytes.first == StandInUpgrades.Stream.stdin.rawValue:
-                recordSession(StandInUpgrades.SessionRecord(command: command, stdin: stdin))
-                finish(context: context, exitCode: 0)
+                carryOut(command.stdinClosed(), context: context)
             default:
                 break
             }
         case .connectionClose:
-            if !finished {
-                recordSession(StandInUpgrades.SessionRecord(command: command, stdin: stdin))
-            }
+            record()
             context.close(promise: nil)
         case .ping:
             context.writeAndFlush(
@@ -182,6 +260,22 @@ private final class ChannelProtocolSession: ChannelInboundHandler {
         default:
             break
         }
+    }
+
+    private func carryOut(_ outputs: [StandInCommand.Output], context: ChannelHandlerContext) {
+        for output in outputs {
+            switch output {
+            case .stdout(let bytes): send(.stdout, bytes, context: context)
+            case .stderr(let bytes): send(.stderr, bytes, context: context)
+            case .exit(let code): finish(context: context, exitCode: code)
+            }
+        }
+    }
+
+    private func record() {
+        guard !recorded else { return }
+        recorded = true
+        recordSession(command.record(transport: transport))
     }
 
     private func send(_ stream: StandInUpgrades.Stream, _ bytes: [UInt8], context: ChannelHandlerContext) {
@@ -192,13 +286,8 @@ private final class ChannelProtocolSession: ChannelInboundHandler {
     }
 
     private func finish(context: ChannelHandlerContext, exitCode: Int) {
-        guard !finished else { return }
-        finished = true
-        let status =
-            exitCode == 0
-            ? #"{"metadata":{},"status":"Success"}"#
-            : #"{"metadata":{},"status":"Failure","message":"command terminated with non-zero exit code","reason":"NonZeroExitCode","details":{"causes":[{"reason":"ExitCode","message":"\#(exitCode)"}]}}"#
-        send(.error, Array(status.utf8), context: context)
+        record()
+        send(.error, Array(StandInCommand.status(exitCode: exitCode).utf8), context: context)
         var closeData = context.channel.allocator.buffer(capacity: 2)
         closeData.write(webSocketErrorCode: .normalClosure)
         context.writeAndFlush(

@@ -14,7 +14,7 @@ struct MetricsTests {
     }
 
     private func upgradeRequest(token: String) -> String {
-        "POST /api/v1/namespaces/default/pods/web/portforward HTTP/1.1\r\nHost: proxy\r\n"
+        "POST /testbed/spdy-echo HTTP/1.1\r\nHost: proxy\r\n"
             + "Authorization: Bearer \(token)\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n"
             + "X-Stream-Protocol-Version: portforward.k8s.io\r\nContent-Length: 0\r\n\r\n"
     }

@@ -5,7 +5,7 @@ import Testing
 
 @Suite("Upgraded connections: exec, attach, cp and port-forward")
 struct UpgradeTests {
-    private func upgradeRequest(token: String, path: String = "/api/v1/namespaces/default/pods/web/portforward")
+    private func upgradeRequest(token: String, path: String = "/testbed/spdy-echo")
         -> String
     {
         "POST \(path) HTTP/1.1\r\nHost: proxy\r\nAuthorization: Bearer \(token)\r\n"
@@ -158,7 +158,7 @@ struct LongLivedSessionTests {
         try await ProxyHarness.run { harness in
             let connection = try await RawConnection.connect(port: harness.port)
             try await connection.send(
-                "POST /api/v1/namespaces/default/pods/web/portforward HTTP/1.1\r\nHost: proxy\r\n"
+                "POST /testbed/spdy-echo HTTP/1.1\r\nHost: proxy\r\n"
                     + "Authorization: Bearer \(try harness.issuer.mint())\r\nConnection: Upgrade\r\n"
                     + "Upgrade: SPDY/3.1\r\nContent-Length: 0\r\n\r\n")
             #expect(try await connection.wait { $0.text.contains("upstream-ready\n") })
@@ -185,7 +185,7 @@ struct UpgradeAcrossReloadTests {
         try await ProxyHarness.run { harness in
             let connection = try await RawConnection.connect(port: harness.port)
             try await connection.send(
-                "POST /api/v1/namespaces/default/pods/web/portforward HTTP/1.1\r\nHost: proxy\r\n"
+                "POST /testbed/spdy-echo HTTP/1.1\r\nHost: proxy\r\n"
                     + "Authorization: Bearer \(try harness.issuer.mint())\r\nConnection: Upgrade\r\n"
                     + "Upgrade: SPDY/3.1\r\nContent-Length: 0\r\n\r\n")
             #expect(try await connection.wait { $0.text.contains("upstream-ready\n") })

@@ -1,9 +1,30 @@
 import Foundation
 import Testbed
 
+/// A kubectl release the end-to-end tests drive, from `.ci-cache/` (put there by
+/// `scripts/fetch-kubectl`, which `scripts/test` runs) or from an environment variable.
+enum KubectlRelease: Sendable {
+    /// kubectl 1.33: WebSocket (v5.channel.k8s.io) exec; port-forward's SPDY tunnelled in a WebSocket.
+    case current
+    /// kubectl 1.20 (Debian's kubernetes-client): SPDY/3.1 for exec and port-forward.
+    case v120
+
+    var path: String {
+        let (variable, cached) =
+            switch self {
+            case .current: ("KIP_KUBECTL", ".ci-cache/kubectl/kubectl")
+            case .v120: ("KIP_KUBECTL_120", ".ci-cache/kubectl-1.20/kubectl")
+            }
+        if let path = ProcessInfo.processInfo.environment[variable] { return path }
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        return root.appendingPathComponent(cached).path
+    }
+
+    var name: String { self == .current ? "kubectl 1.33" : "kubectl 1.20" }
+}
+
 /// The real binary serving HTTPS in front of the stand-ins, and a real kubectl pointed at it.
-/// kubectl comes from `.ci-cache/kubectl/kubectl` (put there by `scripts/fetch-kubectl`, which
-/// `scripts/test` runs) or from `$KIP_KUBECTL`.
 final class KubectlBench: @unchecked Sendable {
     let issuer: StandInIssuer
     let api: StandInAPIServer
@@ -11,17 +32,11 @@ final class KubectlBench: @unchecked Sendable {
     let port: Int
     let proxy: Process
     let token: String
+    let release: KubectlRelease
 
-    static var kubectlPath: String {
-        if let path = ProcessInfo.processInfo.environment["KIP_KUBECTL"] { return path }
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent()
-        return root.appendingPathComponent(".ci-cache/kubectl/kubectl").path
-    }
-
-    static func start() async throws -> KubectlBench {
-        guard FileManager.default.isExecutableFile(atPath: kubectlPath) else {
-            throw TestbedError("no kubectl at \(kubectlPath): run scripts/fetch-kubectl (scripts/test does)")
+    static func start(kubectl release: KubectlRelease = .current) async throws -> KubectlBench {
+        guard FileManager.default.isExecutableFile(atPath: release.path) else {
+            throw TestbedError("no \(release.name) at \(release.path): run scripts/fetch-kubectl (scripts/test does)")
         }
         let issuer = try await StandInIssuer()
         let api = try await StandInAPIServer()
@@ -53,13 +68,15 @@ final class KubectlBench: @unchecked Sendable {
                 "--tls-private-key-file=\(directory.appendingPathComponent("proxy.key").path)",
             ], log: directory.appendingPathComponent("proxy.log"))
         let bench = KubectlBench(
-            issuer: issuer, api: api, directory: directory, port: port, proxy: proxy, token: try issuer.mint())
+            issuer: issuer, api: api, directory: directory, port: port, proxy: proxy, token: try issuer.mint(),
+            release: release)
         try await bench.waitUntilReady()
         return bench
     }
 
     private init(
-        issuer: StandInIssuer, api: StandInAPIServer, directory: URL, port: Int, proxy: Process, token: String
+        issuer: StandInIssuer, api: StandInAPIServer, directory: URL, port: Int, proxy: Process, token: String,
+        release: KubectlRelease
     ) {
         self.issuer = issuer
         self.api = api
@@ -67,6 +84,7 @@ final class KubectlBench: @unchecked Sendable {
         self.port = port
         self.proxy = proxy
         self.token = token
+        self.release = release
     }
 
     private func waitUntilReady() async throws {
@@ -91,9 +109,13 @@ final class KubectlBench: @unchecked Sendable {
         ]
     }
 
-    /// Runs kubectl to completion (stdin from `input`), with a clean home so no user config leaks in.
-    func kubectl(_ arguments: [String], token: String? = nil, input: Data? = nil) async throws -> ProxyBinary.Outcome {
+    /// Runs kubectl to completion (stdin from `input`), with a clean home so no user config leaks
+    /// in. One still running after `timeout` is terminated: a hang fails the test, never stalls it.
+    func kubectl(
+        _ arguments: [String], token: String? = nil, input: Data? = nil, timeout: Duration = .seconds(60)
+    ) async throws -> ProxyBinary.Outcome {
         let process = kubectlProcess(arguments, token: token)
+        let watched = WatchedProcess(process)
         let output = Pipe()
         let error = Pipe()
         let stdin = Pipe()
@@ -101,6 +123,11 @@ final class KubectlBench: @unchecked Sendable {
         process.standardError = error
         process.standardInput = stdin
         try process.run()
+        let watchdog = Task {
+            try await Task.sleep(for: timeout)
+            watched.terminate()
+        }
+        defer { watchdog.cancel() }
         if let input { stdin.fileHandleForWriting.write(input) }
         try stdin.fileHandleForWriting.close()
         let outputData = output.fileHandleForReading.readDataToEndOfFile()
@@ -114,7 +141,7 @@ final class KubectlBench: @unchecked Sendable {
     /// A kubectl process, not started, for commands that stream (`get -w`, `logs -f`).
     func kubectlProcess(_ arguments: [String], token: String? = nil) -> Process {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: Self.kubectlPath)
+        process.executableURL = URL(fileURLWithPath: release.path)
         process.arguments = connectionArguments(token: token) + arguments
         process.environment = [
             "HOME": directory.path, "KUBECONFIG": directory.appendingPathComponent("none").path,
@@ -131,8 +158,10 @@ final class KubectlBench: @unchecked Sendable {
         try? FileManager.default.removeItem(at: directory)
     }
 
-    static func with(_ body: (KubectlBench) async throws -> Void) async throws {
-        let bench = try await start()
+    static func with(kubectl release: KubectlRelease = .current, _ body: (KubectlBench) async throws -> Void)
+        async throws
+    {
+        let bench = try await start(kubectl: release)
         do {
             try await body(bench)
         } catch {
@@ -171,5 +200,18 @@ final class StreamingOutput: @unchecked Sendable {
             try await Task.sleep(for: .milliseconds(20))
         }
         return true
+    }
+}
+
+/// A process a watchdog may end from another task.
+private final class WatchedProcess: @unchecked Sendable {
+    private let process: Process
+
+    init(_ process: Process) {
+        self.process = process
+    }
+
+    func terminate() {
+        if process.isRunning { process.terminate() }
     }
 }
