@@ -14,7 +14,9 @@ import NIOHTTP1
 /// - `POST`/`PUT`/`PATCH` anywhere: the request body echoed back.
 /// - `/testbed/bytes?n=N`: N bytes of body; `/testbed/delay?ms=N`: an answer after N ms;
 ///   `/testbed/hangup`: the connection closed without an answer; `/testbed/bogus-101`: a 101
-///   to a request that asked for no upgrade (a broken upstream).
+///   to a request that asked for no upgrade (a broken upstream); `/testbed/endless`: a chunked
+///   watch-like stream that never ends and writes only as fast as it is read
+///   (see `endlessStreamBytes`).
 /// - Upgrades: `exec`/`attach` over the Kubernetes WebSocket channel protocol, and `SPDY/3.1`
 ///   anywhere as a raw echo (see `StandInUpgrades`).
 /// - `GET /testbed/requests` (no credential needed, not recorded): what was received, as JSON.
@@ -29,6 +31,7 @@ public final class StandInAPIServer: Sendable {
         var heldWatches: [(writer: ResponseWriter, last: String)] = []
         var closeAfterEachResponse = false
         var sessions: [StandInUpgrades.SessionRecord] = []
+        var endlessStreamBytes = 0
     }
     private let state: NIOLockedValueBox<State>
 
@@ -88,6 +91,10 @@ public final class StandInAPIServer: Sendable {
     public var sessions: [(command: [String], stdin: [UInt8])] {
         state.withLockedValue { $0.sessions.map { ($0.command, $0.stdin) } }
     }
+
+    /// Body bytes the `/testbed/endless` streams have handed to their sockets so far: it stops
+    /// growing when the reader stops reading and backpressure reaches this server.
+    public var endlessStreamBytes: Int { state.withLockedValue { $0.endlessStreamBytes } }
 
     public func resetRequests() {
         state.withLockedValue { $0.requests = [] }
@@ -198,6 +205,8 @@ public final class StandInAPIServer: Sendable {
             writer.channel.eventLoop.scheduleTask(in: .milliseconds(milliseconds)) {
                 writer.respond(.ok, #"{"delayed":true}"#)
             }
+        case ("GET", "/testbed/endless"):
+            EndlessStream.start(writer) { count in state.withLockedValue { $0.endlessStreamBytes += count } }
         case ("GET", "/testbed/hangup"):
             writer.abort()
         case ("GET", "/testbed/bogus-101"):
