@@ -37,6 +37,8 @@ final class ProxyHandler: ChannelDuplexHandler {
         var upstreamLatency: Duration?
         /// The access-log line is written and the request metrics recorded: once per exchange.
         var recorded = false
+        /// The request was refused in a way that leaves the connection unusable.
+        var closesConnection = false
 
         init(head: HTTPRequestHead) {
             self.head = head
@@ -46,7 +48,7 @@ final class ProxyHandler: ChannelDuplexHandler {
 
         /// Whether the client connection may carry another request after this one. An upgrade
         /// request leaves the decoder expecting another protocol, so it never does.
-        var keepAlive: Bool { ProxyHandler.isKeepAlive(head) && !isUpgrade }
+        var keepAlive: Bool { ProxyHandler.isKeepAlive(head) && !isUpgrade && !closesConnection }
 
         /// Whether the request can be sent again on a new connection: nothing of its body was sent.
         var isReplayable: Bool {
@@ -215,6 +217,11 @@ final class ProxyHandler: ChannelDuplexHandler {
         }
         let exchange = Exchange(head: head)
         gateway.metrics.requestStarted()
+        if let refusal = RequestHeadPolicy.refusal(for: head) {
+            exchange.closesConnection = refusal.closesConnection
+            respond(exchange, status: refusal.status)
+            return
+        }
         if exchange.isUpgrade && clientSplice == nil {
             respond(exchange, status: .badRequest("protocol upgrades need HTTP/1.1"))
             return

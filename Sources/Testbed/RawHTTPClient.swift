@@ -10,6 +10,11 @@ public enum RawHTTPClient {
         public let bytes: [UInt8]
         public let closedByServer: Bool
 
+        public init(bytes: [UInt8], closedByServer: Bool) {
+            self.bytes = bytes
+            self.closedByServer = closedByServer
+        }
+
         public var text: String { String(decoding: bytes, as: UTF8.self) }
 
         /// The status code of the first response, or nil if none arrived.

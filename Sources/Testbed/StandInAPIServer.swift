@@ -14,7 +14,9 @@ import NIOHTTP1
 /// - `POST`/`PUT`/`PATCH` anywhere: the request body echoed back.
 /// - `/testbed/bytes?n=N`: N bytes of body; `/testbed/delay?ms=N`: an answer after N ms;
 ///   `/testbed/hangup`: the connection closed without an answer; `/testbed/bogus-101`: a 101
-///   to a request that asked for no upgrade (a broken upstream).
+///   to a request that asked for no upgrade (a broken upstream); `/testbed/endless`: a chunked
+///   watch-like stream that never ends and writes only as fast as it is read
+///   (see `endlessStreamBytes`).
 /// - Upgrades (see `StandInUpgrades`): `exec`/`attach` over the Kubernetes WebSocket channel
 ///   protocol or SPDY/3.1, `portforward` over SPDY/3.1 plain or tunnelled in a WebSocket (each
 ///   forwarded connection goes to `127.0.0.1:<port>`; the WebSocket can be refused, see
@@ -34,6 +36,7 @@ public final class StandInAPIServer: Sendable {
         var sessions: [StandInUpgrades.SessionRecord] = []
         var forwards: [StandInUpgrades.ForwardRecord] = []
         var refusesTunnelledPortForward = false
+        var endlessStreamBytes = 0
     }
     private let state: NIOLockedValueBox<State>
 
@@ -100,6 +103,10 @@ public final class StandInAPIServer: Sendable {
     public var forwards: [(port: Int, requestID: String, transport: String)] {
         state.withLockedValue { $0.forwards.map { ($0.port, $0.requestID, $0.transport) } }
     }
+
+    /// Body bytes the `/testbed/endless` streams have handed to their sockets so far: it stops
+    /// growing when the reader stops reading and backpressure reaches this server.
+    public var endlessStreamBytes: Int { state.withLockedValue { $0.endlessStreamBytes } }
 
     public func resetRequests() {
         state.withLockedValue { $0.requests = [] }
@@ -219,6 +226,8 @@ public final class StandInAPIServer: Sendable {
             writer.channel.eventLoop.scheduleTask(in: .milliseconds(milliseconds)) {
                 writer.respond(.ok, #"{"delayed":true}"#)
             }
+        case ("GET", "/testbed/endless"):
+            EndlessStream.start(writer) { count in state.withLockedValue { $0.endlessStreamBytes += count } }
         case ("GET", "/testbed/hangup"):
             writer.abort()
         case ("GET", "/testbed/bogus-101"):

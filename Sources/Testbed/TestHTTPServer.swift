@@ -19,7 +19,15 @@ public struct ReceivedRequest: Sendable {
         headers.filter { $0.name.lowercased() == name.lowercased() }.map(\.value)
     }
 
-    public var path: Substring { uri.prefix { $0 != "?" } }
+    /// The path of the target. An absolute-form target (`http://host/path`) is routed by its
+    /// path, as kube-apiserver (Go's net/http) routes it.
+    public var path: Substring {
+        var target = uri[...]
+        for scheme in ["http://", "https://"] where target.lowercased().hasPrefix(scheme) {
+            target = target.dropFirst(scheme.count).drop { $0 != "/" && $0 != "?" }
+        }
+        return target.prefix { $0 != "?" }
+    }
 }
 
 /// Writes one response from any thread: each call is sent to the connection's channel.
