@@ -1,3 +1,11 @@
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
 /// A token split into its compact-serialization parts (RFC 7515 §7.1), with header and
 /// payload decoded but nothing verified yet.
 struct CompactJWS: Sendable {
@@ -23,20 +31,30 @@ struct CompactJWS: Sendable {
                 throw .malformed("longer than \(CompactJWS.maximumLength) bytes")
             }
             let bytes = Array(token.utf8)
-            var dots: [Int] = []
-            dots.reserveCapacity(4)
-            for (index, byte) in bytes.enumerated() where byte == UInt8(ascii: ".") {
-                dots.append(index)
-                if dots.count > 4 { break }
+            // Count up to five dots (a JWE has four, a JWS two), keeping the first two offsets.
+            var dots: (first: Int, second: Int) = (0, 0)
+            var dotCount = 0
+            bytes.withUnsafeBufferPointer { buffer in
+                guard let base = buffer.baseAddress else { return }
+                var offset = 0
+                // memchr: the token is a kilobyte or more, and this runs for every cache miss.
+                while dotCount <= 4, offset < buffer.count,
+                    let found = memchr(base + offset, Int32(UInt8(ascii: ".")), buffer.count - offset)
+                {
+                    let index = UnsafeRawPointer(found) - UnsafeRawPointer(base)
+                    if dotCount == 0 { dots.first = index } else if dotCount == 1 { dots.second = index }
+                    dotCount += 1
+                    offset = index + 1
+                }
             }
-            if dots.count == 4 { throw .malformed("encrypted tokens (JWE) are not supported") }
-            guard dots.count == 2 else { throw .malformed("want 3 dot-separated parts, got \(dots.count + 1)") }
-            guard let payload = Base64URL.decode(bytes[(dots[0] + 1)..<dots[1]]) else {
+            if dotCount == 4 { throw .malformed("encrypted tokens (JWE) are not supported") }
+            guard dotCount == 2 else { throw .malformed("want 3 dot-separated parts, got \(dotCount + 1)") }
+            guard let payload = Base64URL.decode(bytes[(dots.first + 1)..<dots.second]) else {
                 throw .malformed("payload is not base64url-encoded JSON object")
             }
             self.bytes = bytes
-            self.header = 0..<dots[0]
-            self.signature = (dots[1] + 1)..<bytes.count
+            self.header = 0..<dots.first
+            self.signature = (dots.second + 1)..<bytes.count
             self.payload = payload
         }
 

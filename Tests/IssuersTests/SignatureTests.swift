@@ -1,4 +1,5 @@
 import Config
+import Foundation
 import Testbed
 import Testing
 
@@ -131,6 +132,44 @@ struct SignatureTests {
         for length in 0..<40 {
             let bytes = (0..<length).map { UInt8(truncatingIfNeeded: $0 &* 37 &+ 11) }
             #expect(Base64URL.decode(Base64URL.encode(bytes).utf8) == bytes)
+        }
+        // Leftover bits in both tail lengths: two characters carry 4 spare bits, three carry 2.
+        #expect(Base64URL.decode("QQ".utf8) == [0x41])
+        #expect(Base64URL.decode("QR".utf8) == nil)
+        #expect(Base64URL.decode("QUE".utf8) == [0x41, 0x41])
+        #expect(Base64URL.decode("QUF".utf8) == nil)
+        // A byte outside the alphabet anywhere: in a full block, and in each tail position.
+        #expect(Base64URL.decode("QUFB QUFB".utf8) == nil)
+        #expect(Base64URL.decode("QUFBQ.".utf8) == nil)
+        #expect(Base64URL.decode("QUFB\u{00}Q".utf8) == nil)
+        #expect(Base64URL.decode([0x51, 0x55, 0xFF]) == nil)
+    }
+
+    @Test("base64url decodes what Foundation decodes, and refuses what it refuses")
+    func base64urlAgainstFoundation() {
+        var generator = SystemRandomNumberGenerator()
+        let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8)
+        for _ in 0..<2000 {
+            let length = Int.random(in: 0..<64, using: &generator)
+            var text = (0..<length).map { _ in alphabet.randomElement(using: &generator)! }
+            if Bool.random(using: &generator), !text.isEmpty {
+                text[Int.random(in: 0..<text.count, using: &generator)] = UInt8.random(in: 0...255, using: &generator)
+            }
+            // Foundation wants standard base64 with padding; canonical means it re-encodes the same.
+            var standard = text.map {
+                $0 == UInt8(ascii: "-") ? UInt8(ascii: "+") : $0 == UInt8(ascii: "_") ? UInt8(ascii: "/") : $0
+            }
+            let hasStandardOnlyBytes = text.contains {
+                $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: "/") || $0 == UInt8(ascii: "=")
+            }
+            standard += Array(repeating: UInt8(ascii: "="), count: (4 - standard.count % 4) % 4)
+            let expected =
+                hasStandardOnlyBytes
+                ? nil
+                : Data(base64Encoded: Data(standard)).flatMap { decoded in
+                    Base64URL.encode(decoded) == String(decoding: text, as: UTF8.self) ? Array(decoded) : nil
+                }
+            #expect(Base64URL.decode(text) == expected, "\(String(decoding: text, as: UTF8.self).debugDescription)")
         }
     }
 }
