@@ -52,7 +52,8 @@ public enum FixedIssuers {
         require(!values.contains(where: hasControlCharacter), "a mapped value holds a control character")
         // A header value loses leading and trailing white space on the way (RFC 9110 §5.5):
         // " admin" would reach the API server as "admin", another user.
-        require(values.allSatisfy { $0.first != " " && $0.last != " " }, "a mapped value has surrounding spaces")
+        let spaced = values.contains { $0.utf8.first == 0x20 || $0.utf8.last == 0x20 }
+        require(!spaced, "a mapped value has a surrounding space")
         require(!identity.username.hasPrefix("system:"), "mapped a reserved username")
         require(!identity.groups.contains { $0.hasPrefix("system:") }, "mapped a reserved group")
         switch identity.issuerName {
