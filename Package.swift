@@ -17,6 +17,8 @@ let package = Package(
         .executable(name: "kube-impersonate-proxy", targets: ["Main"]),
         .executable(name: "kip-testbed", targets: ["TestbedCLI"]),
         .executable(name: "verify-bench", targets: ["VerifyBench"]),
+        // For the fuzz package (Fuzz/Package.swift), which builds against these by path.
+        .library(name: "KubeImpersonateProxyCore", targets: ["Config", "Issuers", "Gateway"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),

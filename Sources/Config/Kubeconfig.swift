@@ -79,7 +79,9 @@ extension UpstreamConfiguration {
         return try fromKubeconfig(text: text, file: file)
     }
 
-    static func fromKubeconfig(text: String, file: String) throws(ConfigurationError) -> UpstreamConfiguration {
+    /// The same for a kubeconfig's `text`, as read from `file` (whose directory relative paths
+    /// resolve against). Public for the kubeconfig fuzz target (`Fuzz/`).
+    public static func fromKubeconfig(text: String, file: String) throws(ConfigurationError) -> UpstreamConfiguration {
         let config: Kubeconfig
         do {
             config = try YAMLDecoder().decode(Kubeconfig.self, from: text)

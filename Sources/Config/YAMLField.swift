@@ -48,6 +48,11 @@ struct YAMLField {
                 continue
             }
             let key = keyScalar.string
+            // An empty key (`: value`, or an anchor alone before the colon) has no path of its own.
+            guard !key.isEmpty else {
+                problems.add(path.isEmpty ? "(top level)" : path, "has an empty key")
+                continue
+            }
             guard allowed.contains(key) else {
                 var message = "unknown field"
                 if let suggestion = Self.closest(to: key, among: allowed) {

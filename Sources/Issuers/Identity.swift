@@ -45,6 +45,8 @@ public enum TokenRejection: Error, Sendable, Hashable, CustomStringConvertible {
     case uidClaimMissing(String)
     /// A mapped value carries a control character that could break a header.
     case controlCharacter(field: String)
+    /// A mapped value starts or ends with a space, which a header value cannot carry.
+    case surroundingSpace(field: String)
     /// A mapped username or group starts with `system:` and reserved identities are not allowed.
     case reservedIdentity(String)
 
@@ -73,6 +75,7 @@ public enum TokenRejection: Error, Sendable, Hashable, CustomStringConvertible {
         case .usernameClaimMissing: "username_missing"
         case .uidClaimMissing: "uid_missing"
         case .controlCharacter: "control_character"
+        case .surroundingSpace: "surrounding_space"
         case .reservedIdentity: "reserved_identity"
         }
     }
@@ -95,6 +98,7 @@ public enum TokenRejection: Error, Sendable, Hashable, CustomStringConvertible {
         case .usernameClaimMissing(let claim): "username claim \(claim) is missing or empty"
         case .uidClaimMissing(let claim): "uid claim \(claim) is missing"
         case .controlCharacter(let field): "\(field) contains a control character"
+        case .surroundingSpace(let field): "\(field) starts or ends with a space"
         case .reservedIdentity(let value): "identity \(value) is reserved (system:)"
         }
     }

@@ -161,12 +161,21 @@ struct TokenVerifier: Sendable {
         if Self.hasControlCharacter(username) { throw .controlCharacter(field: "username") }
         if groups.contains(where: Self.hasControlCharacter) { throw .controlCharacter(field: "groups") }
         if let uid, Self.hasControlCharacter(uid) { throw .controlCharacter(field: "uid") }
+        if Self.hasSurroundingSpace(username) { throw .surroundingSpace(field: "username") }
+        if groups.contains(where: Self.hasSurroundingSpace) { throw .surroundingSpace(field: "groups") }
+        if let uid, Self.hasSurroundingSpace(uid) { throw .surroundingSpace(field: "uid") }
         if !allowReservedIdentities {
             if username.hasPrefix("system:") { throw .reservedIdentity(username) }
             if let group = groups.first(where: { $0.hasPrefix("system:") }) { throw .reservedIdentity(group) }
         }
         return Identity(
             username: username, groups: groups, uid: uid, issuerName: configuration.name, expiresAt: expiresAt)
+    }
+
+    /// A leading or trailing space: a header value loses it on the way (RFC 9110 §5.5, and Go's
+    /// net/http trims it), so " admin" would reach the API server as "admin", another user.
+    static func hasSurroundingSpace(_ text: String) -> Bool {
+        text.utf8.first == UInt8(ascii: " ") || text.utf8.last == UInt8(ascii: " ")
     }
 
     /// C0 controls, DEL and the C1 range: none may reach a header value.

@@ -186,6 +186,18 @@ struct ConfigFileTests {
             ])
     }
 
+    /// Found by the config fuzz target: an anchor alone before the colon makes an empty key,
+    /// which was reported at an empty path.
+    @Test("an empty key is an error naming the mapping that holds it")
+    func emptyKeys() {
+        let anchoredKey = "&jwt:\n- &a\n  issuer: {url: 'hsbpe', audiences: [k]}\n- *a\n"
+        #expect(problems(anchoredKey).contains("(top level): has an empty key"))
+        let explicitKey = "jwt:\n-sptps:\n- is'httpsB/ple: :k &\n?"
+        for yaml in [anchoredKey, explicitKey, ": 1\n"] {
+            #expect(!problems(yaml).contains { $0.hasPrefix(":") || $0.hasPrefix(".") }, "\(yaml)")
+        }
+    }
+
     @Test("a value of the wrong type is an error naming its path")
     func wrongTypes() {
         let yaml = """

@@ -172,6 +172,21 @@ struct ClaimTests {
         #expect(fixture.verify(token).rejection == .controlCharacter(field: "uid"))
     }
 
+    /// Found by the token fuzz target: kube-apiserver keeps " admin" distinct from "admin", but
+    /// an Impersonate-User header value arrives trimmed, so the proxy would impersonate another user.
+    @Test(
+        "a mapped value with a leading or trailing space is refused: a header would arrive trimmed",
+        arguments: [" admin", "admin ", " ", " \u{301}admin"])
+    func surroundingSpaces(value: String) throws {
+        #expect(try verify(with("email", .string(value))).rejection == .surroundingSpace(field: "username"))
+        #expect(try verify(with("groups", ["ok", .string(value)])).rejection == .surroundingSpace(field: "groups"))
+        let fixture = try VerifierFixture(configure: { $0.claimMappings.uidClaim = "sub" })
+        let token = try fixture.mint(VerifierFixture.claims.setting("sub", .string(value)))
+        #expect(fixture.verify(token).rejection == .surroundingSpace(field: "uid"))
+        let inner = try verify(with("email", "ad min@example.com")).identity
+        #expect(inner?.username == "ad min@example.com")
+    }
+
     @Test("system: usernames and groups are refused with 403 unless allowReservedIdentities")
     func reserved() throws {
         let admin = try verify(with("email", "system:admin"))
