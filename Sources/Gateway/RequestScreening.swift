@@ -2,9 +2,9 @@ import Issuers
 import NIOHTTP1
 
 /// What the gateway decides for a request head before any upstream connection exists: the
-/// checks of `ProxyHandler.receiveHead` in its order (health paths, upgrades where none can be
-/// spliced, client `Impersonate-*` headers, the bearer token, authentication) and the rewrite
-/// of `ImpersonationHeaders.upstreamHead`. Composes those functions without adding rules of its
+/// checks of `ProxyHandler.receiveHead` in its order (health paths, `RequestHeadPolicy`,
+/// upgrades where none can be spliced, client `Impersonate-*` headers, the bearer token,
+/// authentication) and the rewrite of `ImpersonationHeaders.upstreamHead`. Composes those functions without adding rules of its
 /// own, so the fuzz target (`Fuzz/`) and tests can judge the decision with no sockets.
 public enum RequestScreening {
     public enum Decision: Sendable {
@@ -28,10 +28,12 @@ public enum RequestScreening {
         _ head: HTTPRequestHead, allowsUpgrade: Bool, authenticate: (String) -> IssuerSet.Attempt,
         authorization: String?, clientAddress: String?, authority: String
     ) -> Decision {
-        let path = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
-        if HealthEndpoints.handles(path: path[0]) && (head.method == .GET || head.method == .HEAD) {
+        if HealthEndpoints.handles(path: ProxyHandler.path(of: head.uri))
+            && (head.method == .GET || head.method == .HEAD)
+        {
             return .servedLocally
         }
+        if let refusal = RequestHeadPolicy.refusal(for: head) { return .rejected(refusal.status.code) }
         let isUpgrade = ImpersonationHeaders.isUpgradeRequest(head)
         if isUpgrade && !allowsUpgrade { return .rejected(.badRequest) }
         if ImpersonationHeaders.clientImpersonationHeader(in: head.headers) != nil { return .rejected(.forbidden) }

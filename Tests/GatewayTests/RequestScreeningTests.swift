@@ -35,7 +35,9 @@ struct RequestScreeningTests {
         _ method: HTTPMethod = .GET, _ uri: String = "/api/v1/pods", headers: [(String, String)],
         allowsUpgrade: Bool = true
     ) -> RequestScreening.Decision {
-        let head = HTTPRequestHead(version: .http1_1, method: method, uri: uri, headers: HTTPHeaders(headers))
+        // HTTP/1.1 requires one Host (RequestHeadPolicy); every case here has it unless it says otherwise.
+        let withHost = headers.contains { $0.0.lowercased() == "host" } ? headers : [("Host", "proxy")] + headers
+        let head = HTTPRequestHead(version: .http1_1, method: method, uri: uri, headers: HTTPHeaders(withHost))
         return RequestScreening.screen(
             head, allowsUpgrade: allowsUpgrade,
             authenticate: { token in
@@ -86,6 +88,8 @@ struct RequestScreeningTests {
         #expect(status(screen(headers: [reserved])) == .forbidden)
         let upgrade = [bearer, ("Connection", "Upgrade"), ("Upgrade", "SPDY/3.1")]
         #expect(status(screen(.POST, headers: upgrade, allowsUpgrade: false)) == .badRequest)
+        #expect(status(screen(headers: [bearer, ("Host", "a"), ("Host", "b")])) == .badRequest)
+        #expect(status(screen(.CONNECT, "api:6443", headers: [bearer])) == .methodNotAllowed)
         guard case .forwarded(let head, _) = screen(.POST, headers: upgrade) else {
             Issue.record("an upgrade on HTTP/1.1 was not forwarded")
             return
