@@ -19,6 +19,9 @@ public struct GatewayContext: Sendable {
     public var requestHeadTimeout: TimeAmount
     /// Client connections beyond this many at once are closed as soon as they are accepted.
     public var maximumConnections: Int
+    /// An upgraded (spliced) session with no bytes either way for this long is closed; nil (the
+    /// default) never closes a session for being quiet.
+    public var upgradeIdleTimeout: TimeAmount?
 
     public init(
         issuers: CurrentIssuers, pool: UpstreamConnectionPool, health: HealthEndpoints, logger: Logger,

@@ -515,6 +515,7 @@ extension ProxyHandler: UpstreamResponseDelegate {
         logAccess(exchange)
         gateway.metrics.upgradeOpened(until: context.channel.closeFuture)
         state = .spliced
+        clientSplice?.idleTimeout = gateway.upgradeIdleTimeout
         gateway.logger.debug(
             "upgraded connection spliced", metadata: ["path": "\(Self.path(of: exchange.head.uri))"])
         return clientSplice

@@ -23,6 +23,10 @@ final class SpliceHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// Bytes that arrived before the partner was linked (leftovers forwarded by a decoder).
     private var early: [ByteBuffer] = []
     private(set) var isActive = false
+    /// Set on the client end before `activate`: the session closes after this long with no
+    /// bytes read on either end. nil: never for being quiet.
+    var idleTimeout: TimeAmount?
+    private var idleTimer: DeadlineTimer?
 
     /// A pass-through end for the front of a client pipeline, linked later with `link(to:)`.
     static func passThrough() -> SpliceHandler {
@@ -40,6 +44,15 @@ final class SpliceHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// From now on every byte read is spliced to the partner, and reads follow its writability.
     func activate() {
         isActive = true
+        if let idleTimeout, let context {
+            let timer = DeadlineTimer(eventLoop: context.eventLoop) { [weak self] in
+                guard let self, let context = self.context else { return }
+                self.partner?.closeFromPartner()
+                context.close(promise: nil)
+            }
+            timer.set(after: idleTimeout)
+            idleTimer = timer
+        }
         for buffer in early { partner?.writeFromPartner(buffer) }
         if !early.isEmpty { partner?.flushFromPartner() }
         early = []
@@ -63,6 +76,8 @@ final class SpliceHandler: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         let buffer = unwrapInboundIn(data)
+        noteActivity()
+        partner?.noteActivity()
         if let partner, partner.isActive {
             partner.writeFromPartner(buffer)
         } else {
@@ -97,6 +112,7 @@ final class SpliceHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        idleTimer?.cancel()
         if isActive {
             partner?.closeFromPartner()
         }
@@ -123,6 +139,11 @@ final class SpliceHandler: ChannelDuplexHandler, RemovableChannelHandler {
     // MARK: Called by the partner
 
     private var isWritable: Bool { context?.channel.isWritable ?? false }
+
+    /// Bytes moved: the idle timeout, if any, starts over.
+    private func noteActivity() {
+        if let idleTimeout { idleTimer?.set(after: idleTimeout) }
+    }
 
     private func writeFromPartner(_ buffer: ByteBuffer) {
         context?.write(wrapOutboundOut(buffer), promise: nil)

@@ -53,6 +53,7 @@ struct KubeImpersonateProxy: AsyncParsableCommand {
     func run() async throws {
         let logger = Logging.bootstrap(verbosity: options.verbosity, format: options.logFormat)
         let gracePeriod = try options.gracePeriod()
+        let upgradeIdleTimeout = try options.upgradeIdleLimit()
         let flags = options.flags
         let loaded: LoadedConfiguration
         do {
@@ -69,7 +70,9 @@ struct KubeImpersonateProxy: AsyncParsableCommand {
         } catch {
             throw FatalError(error.description)
         }
-        try await Server.run(loaded: loaded, flags: flags, upstream: upstream, gracePeriod: gracePeriod, logger: logger)
+        try await Server.run(
+            loaded: loaded, flags: flags, upstream: upstream, gracePeriod: gracePeriod,
+            upgradeIdleTimeout: upgradeIdleTimeout, logger: logger)
     }
 }
 

@@ -68,22 +68,40 @@ struct ServeOptions: ParsableArguments {
             "On SIGTERM, how long requests in flight and exec/port-forward sessions may take to finish (e.g. 30s, 2m).")
     var shutdownGracePeriod: String = "30s"
 
+    @Option(
+        name: .customLong("upgrade-idle-timeout"),
+        help:
+            "Close an exec, attach or port-forward session after this long with no bytes either way (e.g. 30m); 0 never does."
+    )
+    var upgradeIdleTimeout: String = "0"
+
     @Option(name: [.customShort("v"), .customLong("v")], help: "Log verbosity: 0 info, 2 debug, 4 trace.")
     var verbosity: Int = 0
 
     @Option(name: .customLong("log-format"), help: "Log line format: text or json.")
     var logFormat: LogFormat = .text
 
-    /// `--shutdown-grace-period` as a duration: a number with `ms`, `s`, `m` or `h`.
+    /// `--shutdown-grace-period` as a duration.
     func gracePeriod() throws -> Duration {
-        let text = shutdownGracePeriod
+        try Self.duration(shutdownGracePeriod, flag: "--shutdown-grace-period")
+    }
+
+    /// `--upgrade-idle-timeout` as a duration, or nil for 0 (no idle timeout, the default).
+    func upgradeIdleLimit() throws -> Duration? {
+        let duration = try Self.duration(upgradeIdleTimeout, flag: "--upgrade-idle-timeout", allowingBareZero: true)
+        // TimeAmount counts nanoseconds in 64 bits: anything past a century is "never" anyway.
+        return duration == .zero ? nil : min(duration, .seconds(100 * 365 * 86_400))
+    }
+
+    /// A number with `ms`, `s`, `m` or `h` (and a bare `0` where zero means off).
+    private static func duration(_ text: String, flag: String, allowingBareZero: Bool = false) throws -> Duration {
+        if allowingBareZero && text == "0" { return .zero }
         let digits = text.prefix { $0.isNumber }
         let units: [String: Duration] = [
             "ms": .milliseconds(1), "s": .seconds(1), "m": .seconds(60), "h": .seconds(3600),
         ]
-        guard let value = Int(digits), let unit = units[String(text.dropFirst(digits.count))] else {
-            throw ValidationError(
-                "--shutdown-grace-period: \"\(text)\" is not a duration; write it like 30s, 500ms or 2m")
+        guard digits.count <= 9, let value = Int(digits), let unit = units[String(text.dropFirst(digits.count))] else {
+            throw ValidationError("\(flag): \"\(text)\" is not a duration; write it like 30s, 500ms or 2m")
         }
         return unit * value
     }

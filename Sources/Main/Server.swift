@@ -3,6 +3,7 @@ import Gateway
 import Issuers
 import Logging
 import Metrics
+import NIOCore
 import NIOPosix
 import NIOSSL
 import Prometheus
@@ -13,7 +14,7 @@ import UnixSignals
 enum Server {
     static func run(
         loaded: LoadedConfiguration, flags: ProxyFlags, upstream: UpstreamConfiguration, gracePeriod: Duration,
-        logger: Logger
+        upgradeIdleTimeout: Duration?, logger: Logger
     ) async throws {
         let configuration = loaded.configuration
         let credentials: UpstreamCredentials
@@ -48,9 +49,10 @@ enum Server {
         let pool = UpstreamConnectionPool(group: group, credentials: credentials)
         let metrics = ProxyMetrics()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metrics.registry))
-        let gateway = GatewayContext(
+        var gateway = GatewayContext(
             issuers: issuers, pool: pool, health: health, logger: logger, reloadStatus: reloadStatus,
             metrics: metrics)
+        gateway.upgradeIdleTimeout = upgradeIdleTimeout.map { .nanoseconds(Int64($0 / .nanoseconds(1))) }
         let server: ProxyServer
         do {
             server = try await ProxyServer.start(

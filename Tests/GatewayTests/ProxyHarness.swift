@@ -57,6 +57,7 @@ struct ProxyHarness {
         var responseHeadTimeout: TimeAmount = .seconds(30)
         var requestHeadTimeout: TimeAmount = .seconds(60)
         var maximumConnections = 10_000
+        var upgradeIdleTimeout: TimeAmount?
         /// Serve HTTPS (h2 and http/1.1 by ALPN) with a certificate made for the test.
         var serveTLS = false
         /// Upstream port override (for an API server that is not there).
@@ -106,11 +107,12 @@ struct ProxyHarness {
         let health = HealthEndpoints(issuers: current)
         let metrics = ProxyMetrics()
         let reloadStatus = CurrentReloadStatus()
-        let gateway = GatewayContext(
+        var gateway = GatewayContext(
             issuers: current, pool: UpstreamConnectionPool(group: group, credentials: credentials), health: health,
             logger: logger, responseHeadTimeout: options.responseHeadTimeout,
             requestHeadTimeout: options.requestHeadTimeout, maximumConnections: options.maximumConnections,
             reloadStatus: reloadStatus, metrics: metrics)
+        gateway.upgradeIdleTimeout = options.upgradeIdleTimeout
         var serving: ServingFiles?
         var clientConfiguration = HTTPClient.Configuration()
         if options.serveTLS {

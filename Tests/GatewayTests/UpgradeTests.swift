@@ -178,6 +178,44 @@ struct LongLivedSessionTests {
     }
 }
 
+@Suite("The idle timeout of upgraded sessions")
+struct UpgradeIdleTimeoutTests {
+    private func openEchoSession(_ harness: ProxyHarness) async throws -> RawConnection {
+        let connection = try await RawConnection.connect(port: harness.port)
+        try await connection.send(
+            "POST /testbed/spdy-echo HTTP/1.1\r\nHost: proxy\r\n"
+                + "Authorization: Bearer \(try harness.issuer.mint())\r\nConnection: Upgrade\r\n"
+                + "Upgrade: SPDY/3.1\r\nContent-Length: 0\r\n\r\n")
+        #expect(try await connection.wait { $0.text.contains("upstream-ready\n") })
+        return connection
+    }
+
+    @Test("with --upgrade-idle-timeout, traffic keeps a session up past the timeout, and silence ends it")
+    func quietSessionEnds() async throws {
+        var options = ProxyHarness.Options()
+        options.upgradeIdleTimeout = .milliseconds(800)
+        try await ProxyHarness.run(options) { harness in
+            let connection = try await openEchoSession(harness)
+            // Three times the timeout, never quiet for more than a quarter of it.
+            let started = ContinuousClock.now
+            var round = 0
+            while ContinuousClock.now - started < .milliseconds(2400) {
+                round += 1
+                let line = "round \(round)\n"
+                try await connection.send(line)
+                #expect(try await connection.wait { $0.text.hasSuffix(line) }, "round \(round) was not echoed")
+                try await Task.sleep(for: .milliseconds(200))
+            }
+            #expect(!connection.peerFinished, "the session ended while bytes were moving")
+            // Now silence: the proxy closes the session (both sides) soon after the timeout.
+            #expect(try await connection.wait(timeout: .seconds(10)) { $0.peerFinished })
+            let upstreamEcho = harness.api.requests.filter { $0.path == "/testbed/spdy-echo" }
+            #expect(upstreamEcho.count == 1)
+            await connection.close()
+        }
+    }
+}
+
 @Suite("Upgraded sessions across a configuration reload")
 struct UpgradeAcrossReloadTests {
     @Test("a spliced session opened before a reload keeps carrying bytes after it; new requests use the new mapping")

@@ -27,6 +27,20 @@ struct CommandLineTests {
         #expect(outcome.standardError.contains("Unknown option"))
     }
 
+    @Test(
+        "a duration flag that is not a duration: exit 2, naming the flag and the form",
+        arguments: [
+            ("--upgrade-idle-timeout", "ten"), ("--upgrade-idle-timeout", "5x"), ("--upgrade-idle-timeout", "-1s"),
+            ("--upgrade-idle-timeout", "99999999999999999999h"), ("--shutdown-grace-period", "30"),
+        ])
+    func badDuration(flag: String, value: String) throws {
+        let outcome = try ProxyBinary.run([
+            "--oidc-issuer-url=https://idp.example.com", "--oidc-client-id=k", "\(flag)=\(value)",
+        ])
+        #expect(outcome.status == 2)
+        #expect(outcome.standardError.contains("\(flag): \"\(value)\" is not a duration; write it like 30s"))
+    }
+
     @Test("outside a cluster without --kubeconfig: exit 1, saying what to pass")
     func noUpstream() throws {
         let outcome = try ProxyBinary.run(["--oidc-issuer-url=https://idp.example.com", "--oidc-client-id=k"])
