@@ -156,21 +156,10 @@ struct LongLivedSessionTests {
     @Test("a port-forward session carrying traffic for two minutes stays up, and quiet stretches do not end it")
     func twoMinuteSession() async throws {
         try await ProxyHarness.run { harness in
-            let connection = try await RawConnection.connect(port: harness.port)
-            try await connection.send(
-                "POST /testbed/spdy-echo HTTP/1.1\r\nHost: proxy\r\n"
-                    + "Authorization: Bearer \(try harness.issuer.mint())\r\nConnection: Upgrade\r\n"
-                    + "Upgrade: SPDY/3.1\r\nContent-Length: 0\r\n\r\n")
-            #expect(try await connection.wait { $0.text.contains("upstream-ready\n") })
-            let started = ContinuousClock.now
-            var round = 0
-            while ContinuousClock.now - started < .seconds(125) {
-                round += 1
-                let line = "round \(round)\n"
-                try await connection.send(line)
-                #expect(try await connection.wait { $0.text.hasSuffix(line) }, "round \(round) was not echoed")
-                // Mostly busy, sometimes quiet for longer than any request timeout of the proxy's.
-                try await Task.sleep(for: round % 20 == 0 ? .seconds(15) : .milliseconds(500))
+            let connection = try await harness.openEchoSession()
+            // Mostly busy, sometimes quiet for longer than any request timeout of the proxy's.
+            try await connection.echoRounds(for: .seconds(125)) { round in
+                round % 20 == 0 ? .seconds(15) : .milliseconds(500)
             }
             #expect(!connection.peerFinished)
             await connection.close()
@@ -180,32 +169,14 @@ struct LongLivedSessionTests {
 
 @Suite("The idle timeout of upgraded sessions")
 struct UpgradeIdleTimeoutTests {
-    private func openEchoSession(_ harness: ProxyHarness) async throws -> RawConnection {
-        let connection = try await RawConnection.connect(port: harness.port)
-        try await connection.send(
-            "POST /testbed/spdy-echo HTTP/1.1\r\nHost: proxy\r\n"
-                + "Authorization: Bearer \(try harness.issuer.mint())\r\nConnection: Upgrade\r\n"
-                + "Upgrade: SPDY/3.1\r\nContent-Length: 0\r\n\r\n")
-        #expect(try await connection.wait { $0.text.contains("upstream-ready\n") })
-        return connection
-    }
-
     @Test("with --upgrade-idle-timeout, traffic keeps a session up past the timeout, and silence ends it")
     func quietSessionEnds() async throws {
         var options = ProxyHarness.Options()
         options.upgradeIdleTimeout = .milliseconds(800)
         try await ProxyHarness.run(options) { harness in
-            let connection = try await openEchoSession(harness)
+            let connection = try await harness.openEchoSession()
             // Three times the timeout, never quiet for more than a quarter of it.
-            let started = ContinuousClock.now
-            var round = 0
-            while ContinuousClock.now - started < .milliseconds(2400) {
-                round += 1
-                let line = "round \(round)\n"
-                try await connection.send(line)
-                #expect(try await connection.wait { $0.text.hasSuffix(line) }, "round \(round) was not echoed")
-                try await Task.sleep(for: .milliseconds(200))
-            }
+            try await connection.echoRounds(for: .milliseconds(2400)) { _ in .milliseconds(200) }
             #expect(!connection.peerFinished, "the session ended while bytes were moving")
             // Now silence: the proxy closes the session (both sides) soon after the timeout.
             #expect(try await connection.wait(timeout: .seconds(10)) { $0.peerFinished })
@@ -221,12 +192,7 @@ struct UpgradeAcrossReloadTests {
     @Test("a spliced session opened before a reload keeps carrying bytes after it; new requests use the new mapping")
     func spliceSurvivesReload() async throws {
         try await ProxyHarness.run { harness in
-            let connection = try await RawConnection.connect(port: harness.port)
-            try await connection.send(
-                "POST /testbed/spdy-echo HTTP/1.1\r\nHost: proxy\r\n"
-                    + "Authorization: Bearer \(try harness.issuer.mint())\r\nConnection: Upgrade\r\n"
-                    + "Upgrade: SPDY/3.1\r\nContent-Length: 0\r\n\r\n")
-            #expect(try await connection.wait { $0.text.contains("upstream-ready\n") })
+            let connection = try await harness.openEchoSession()
 
             // A reload: a new issuer set with another groups prefix, adopting the old one's keys.
             let old = harness.current.current
@@ -246,6 +212,39 @@ struct UpgradeAcrossReloadTests {
             #expect(harness.api.requests.last?.values("Impersonate-Group") == ["reloaded:developers"])
             await connection.close()
             await reloaded.shutdown()
+        }
+    }
+}
+
+extension ProxyHarness {
+    /// A SPDY/3.1 upgrade to the stand-in's raw echo, spliced and ready.
+    func openEchoSession(sourceLocation: SourceLocation = #_sourceLocation) async throws -> RawConnection {
+        let connection = try await RawConnection.connect(port: port)
+        try await connection.send(
+            "POST /testbed/spdy-echo HTTP/1.1\r\nHost: proxy\r\n"
+                + "Authorization: Bearer \(try issuer.mint())\r\nConnection: Upgrade\r\n"
+                + "Upgrade: SPDY/3.1\r\nContent-Length: 0\r\n\r\n")
+        #expect(try await connection.wait { $0.text.contains("upstream-ready\n") }, sourceLocation: sourceLocation)
+        return connection
+    }
+}
+
+extension RawConnection {
+    /// Sends a numbered line and waits for its echo, again and again for `duration`, pausing
+    /// `pause(round)` after each round.
+    func echoRounds(
+        for duration: Duration, sourceLocation: SourceLocation = #_sourceLocation, pause: (Int) -> Duration
+    ) async throws {
+        let started = ContinuousClock.now
+        var round = 0
+        while ContinuousClock.now - started < duration {
+            round += 1
+            let line = "round \(round)\n"
+            try await send(line)
+            #expect(
+                try await wait { $0.text.hasSuffix(line) }, "round \(round) was not echoed",
+                sourceLocation: sourceLocation)
+            try await Task.sleep(for: pause(round))
         }
     }
 }
