@@ -107,11 +107,13 @@ final class ProxyHandler: ChannelDuplexHandler {
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         clientAddress = context.channel.remoteAddress?.ipAddress
-        idleTimer = DeadlineTimer(eventLoop: context.eventLoop) { [weak self] in
-            guard let self, case .idle = self.state else { return }
-            self.gateway.logger.debug("closing a connection that sent no request in time")
-            self.state = .closed
-            self.context?.close(promise: nil)
+        if clientSplice != nil {
+            idleTimer = DeadlineTimer(eventLoop: context.eventLoop) { [weak self] in
+                guard let self, case .idle = self.state else { return }
+                self.gateway.logger.debug("closing a connection that sent no request in time")
+                self.state = .closed
+                self.context?.close(promise: nil)
+            }
         }
         responseTimer = DeadlineTimer(eventLoop: context.eventLoop) { [weak self] in
             guard let self, case .forwarding(let exchange, let upstream) = self.state, !exchange.responseStarted
@@ -124,7 +126,6 @@ final class ProxyHandler: ChannelDuplexHandler {
 
     /// Starts the wait for the next request head; a head (or the connection's end) stops it.
     private func armIdleTimeout() {
-        guard clientSplice != nil else { return }
         idleTimer?.set(after: gateway.requestHeadTimeout)
     }
 
@@ -207,37 +208,35 @@ final class ProxyHandler: ChannelDuplexHandler {
 
     private func receiveHead(_ head: HTTPRequestHead) {
         idleTimer?.clear()
-        let path = Self.path(of: head.uri)
-        if HealthEndpoints.handles(path: path) && (head.method == .GET || head.method == .HEAD) {
-            let query = path.endIndex < head.uri.endIndex ? head.uri[head.uri.utf8.index(after: path.endIndex)...] : nil
+        let token: String
+        switch RequestScreening.preAuthentication(head, allowsUpgrade: clientSplice != nil) {
+        case .health(let path, let query):
             let answer = gateway.health.answer(path: path, query: query)
             respondLocally(
                 head: head, status: answer.status, contentType: "text/plain; charset=utf-8", body: answer.body)
             return
-        }
-        let exchange = Exchange(head: head)
-        gateway.metrics.requestStarted()
-        if let refusal = RequestHeadPolicy.refusal(for: head) {
+        case .refused(let refusal):
+            let exchange = Exchange(head: head)
+            gateway.metrics.requestStarted()
+            switch refusal {
+            case .impersonation(let name):
+                gateway.logger.info(
+                    "refused a request asserting its own identity",
+                    metadata: ["header": "\(name)", "path": "\(Self.path(of: head.uri))"])
+            case .noToken:
+                gateway.logger.info("no bearer token", metadata: ["path": "\(Self.path(of: head.uri))"])
+                gateway.metrics.recordAuthentication(issuer: nil, reason: "no_token", in: gateway.issuers.current)
+            case .policy, .upgradeNeedsHTTP1:
+                break
+            }
             exchange.closesConnection = refusal.closesConnection
             respond(exchange, status: refusal.status)
             return
+        case .token(let bearer):
+            token = bearer
         }
-        if exchange.isUpgrade && clientSplice == nil {
-            respond(exchange, status: .badRequest("protocol upgrades need HTTP/1.1"))
-            return
-        }
-        if let name = ImpersonationHeaders.clientImpersonationHeader(in: head.headers) {
-            gateway.logger.info(
-                "refused a request asserting its own identity", metadata: ["header": "\(name)", "path": "\(path)"])
-            respond(exchange, status: .forbidden("impersonation headers are not allowed through this proxy"))
-            return
-        }
-        guard case .token(let token) = BearerToken.extract(from: head.headers) else {
-            gateway.logger.info("no bearer token", metadata: ["path": "\(path)"])
-            gateway.metrics.recordAuthentication(issuer: nil, reason: "no_token", in: gateway.issuers.current)
-            respond(exchange, status: .unauthorized)
-            return
-        }
+        let exchange = Exchange(head: head)
+        gateway.metrics.requestStarted()
         let issuers = gateway.issuers.current
         let verificationStart = ContinuousClock.now
         switch issuers.authenticate(token: token) {

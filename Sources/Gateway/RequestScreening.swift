@@ -28,16 +28,13 @@ public enum RequestScreening {
         _ head: HTTPRequestHead, allowsUpgrade: Bool, authenticate: (String) -> IssuerSet.Attempt,
         authorization: String?, clientAddress: String?, authority: String
     ) -> Decision {
-        if HealthEndpoints.handles(path: ProxyHandler.path(of: head.uri))
-            && (head.method == .GET || head.method == .HEAD)
-        {
-            return .servedLocally
+        let token: String
+        switch preAuthentication(head, allowsUpgrade: allowsUpgrade) {
+        case .health: return .servedLocally
+        case .refused(let refusal): return .rejected(refusal.status.code)
+        case .token(let bearer): token = bearer
         }
-        if let refusal = RequestHeadPolicy.refusal(for: head) { return .rejected(refusal.status.code) }
         let isUpgrade = ImpersonationHeaders.isUpgradeRequest(head)
-        if isUpgrade && !allowsUpgrade { return .rejected(.badRequest) }
-        if ImpersonationHeaders.clientImpersonationHeader(in: head.headers) != nil { return .rejected(.forbidden) }
-        guard case .token(let token) = BearerToken.extract(from: head.headers) else { return .rejected(.unauthorized) }
         switch authenticate(token) {
         case .authenticated(let identity):
             let upstream = ImpersonationHeaders.upstreamHead(
@@ -49,5 +46,58 @@ public enum RequestScreening {
         case .needsKeyRefetch:
             return .needsKeyRefetch
         }
+    }
+
+    /// What is decided about a head before its token is judged.
+    enum PreAuthentication {
+        /// A health or readiness path (GET or HEAD), answered locally.
+        case health(path: Substring, query: Substring?)
+        case refused(Refusal)
+        /// The bearer token to authenticate.
+        case token(String)
+    }
+
+    /// Why a head is refused before authentication, with the answer each gets.
+    enum Refusal {
+        /// `RequestHeadPolicy`: CONNECT, or HTTP/1.1 without exactly one Host.
+        case policy(RequestHeadPolicy.Refusal)
+        /// An upgrade on a connection that cannot splice one (an HTTP/2 stream).
+        case upgradeNeedsHTTP1
+        /// The client asserts an identity of its own with this `Impersonate-*` header.
+        case impersonation(header: String)
+        /// No usable bearer token.
+        case noToken
+
+        var status: StatusResponse {
+            switch self {
+            case .policy(let refusal): refusal.status
+            case .upgradeNeedsHTTP1: .badRequest("protocol upgrades need HTTP/1.1")
+            case .impersonation: .forbidden("impersonation headers are not allowed through this proxy")
+            case .noToken: .unauthorized
+            }
+        }
+
+        var closesConnection: Bool {
+            if case .policy(let refusal) = self { return refusal.closesConnection }
+            return false
+        }
+    }
+
+    /// The checks before authentication, in the one order `ProxyHandler.receiveHead` and
+    /// `screen` both follow: health paths, `RequestHeadPolicy`, upgrades where none can be
+    /// spliced, client `Impersonate-*` headers, the bearer token.
+    static func preAuthentication(_ head: HTTPRequestHead, allowsUpgrade: Bool) -> PreAuthentication {
+        let path = ProxyHandler.path(of: head.uri)
+        if HealthEndpoints.handles(path: path) && (head.method == .GET || head.method == .HEAD) {
+            let query = path.endIndex < head.uri.endIndex ? head.uri[head.uri.utf8.index(after: path.endIndex)...] : nil
+            return .health(path: path, query: query)
+        }
+        if let refusal = RequestHeadPolicy.refusal(for: head) { return .refused(.policy(refusal)) }
+        if !allowsUpgrade && ImpersonationHeaders.isUpgradeRequest(head) { return .refused(.upgradeNeedsHTTP1) }
+        if let name = ImpersonationHeaders.clientImpersonationHeader(in: head.headers) {
+            return .refused(.impersonation(header: name))
+        }
+        guard case .token(let token) = BearerToken.extract(from: head.headers) else { return .refused(.noToken) }
+        return .token(token)
     }
 }
