@@ -37,16 +37,7 @@ public final class MetricsServer: Sendable {
                     try channel.pipeline.syncOperations.addHandler(MetricsHandler(gateway: gateway))
                 }
             }
-        let channel: any Channel
-        if address.host.isEmpty {
-            do {
-                channel = try await bootstrap.bind(host: "::", port: address.port).get()
-            } catch {
-                channel = try await bootstrap.bind(host: "0.0.0.0", port: address.port).get()
-            }
-        } else {
-            channel = try await bootstrap.bind(host: address.host, port: address.port).get()
-        }
+        let channel = try await bootstrap.bind(listening: address)
         return MetricsServer(channel: channel)
     }
 

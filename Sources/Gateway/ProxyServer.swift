@@ -77,16 +77,7 @@ public final class ProxyServer: Sendable {
                         })
                 }
             }
-        let channel: any Channel
-        if address.host.isEmpty {
-            do {
-                channel = try await bootstrap.bind(host: "::", port: address.port).get()
-            } catch {
-                channel = try await bootstrap.bind(host: "0.0.0.0", port: address.port).get()
-            }
-        } else {
-            channel = try await bootstrap.bind(host: address.host, port: address.port).get()
-        }
+        let channel = try await bootstrap.bind(listening: address)
         return ProxyServer(channel: channel, quiescing: quiescing, limiter: limiter, group: group)
     }
 
@@ -162,5 +153,18 @@ final class CloseOnInputClosed: ChannelInboundHandler, Sendable {
             return
         }
         context.fireUserInboundEventTriggered(event)
+    }
+}
+
+extension ServerBootstrap {
+    /// Binds `address`. An empty host binds every interface: IPv6 and IPv4, falling back to IPv4
+    /// alone where IPv6 is unavailable.
+    func bind(listening address: ListenAddress) async throws -> any Channel {
+        guard address.host.isEmpty else { return try await bind(host: address.host, port: address.port).get() }
+        do {
+            return try await bind(host: "::", port: address.port).get()
+        } catch {
+            return try await bind(host: "0.0.0.0", port: address.port).get()
+        }
     }
 }
