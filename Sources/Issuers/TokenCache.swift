@@ -1,3 +1,7 @@
+// swift-crypto's BoringSSL, which the Crypto product links in anyway: its SHA256_CTX is a plain
+// struct, so the HMAC seeds below are copied on the stack. Crypto's SHA256 wraps the same state
+// in a class, and copying a seed cost two allocations per lookup (a third of a cache hit).
+import CCryptoBoringSSL
 import Crypto
 import FoundationEssentials
 import Synchronization
@@ -56,8 +60,8 @@ public final class TokenCache: Sendable {
 
     /// SHA-256 states after absorbing the HMAC key XOR ipad and XOR opad (RFC 2104): copying
     /// them makes each token's HMAC-SHA256 cost the token's blocks and two finalizations.
-    private let innerSeed: SHA256
-    private let outerSeed: SHA256
+    private let innerSeed: SHA256_CTX
+    private let outerSeed: SHA256_CTX
     private let ttl: Double
     private let capacityPerStripe: Int
     private let stripes: [StripeBox]
@@ -78,12 +82,8 @@ public final class TokenCache: Sendable {
         self.capacityPerStripe = max(1, (capacity + Self.stripeCount - 1) / Self.stripeCount)
         var block = [UInt8](repeating: 0, count: SHA256.blockByteCount)
         hmacKey.withUnsafeBytes { key in block.replaceSubrange(0..<key.count, with: key) }
-        var inner = SHA256()
-        inner.update(data: block.map { $0 ^ 0x36 })
-        var outer = SHA256()
-        outer.update(data: block.map { $0 ^ 0x5C })
-        self.innerSeed = inner
-        self.outerSeed = outer
+        self.innerSeed = Self.sha256State(absorbing: block.map { $0 ^ 0x36 })
+        self.outerSeed = Self.sha256State(absorbing: block.map { $0 ^ 0x5C })
         self.stripes = (0..<Self.stripeCount).map { _ in StripeBox() }
     }
 
@@ -97,22 +97,28 @@ public final class TokenCache: Sendable {
         stripes.reduce(0) { total, stripe in total + stripe.state.withLock { $0.entries.count } }
     }
 
-    /// HMAC-SHA256(key, token) = SHA256(key ^ opad || SHA256(key ^ ipad || token)).
+    private static func sha256State(absorbing block: [UInt8]) -> SHA256_CTX {
+        var state = SHA256_CTX()
+        CCryptoBoringSSL_SHA256_Init(&state)
+        block.withUnsafeBytes { _ = CCryptoBoringSSL_SHA256_Update(&state, $0.baseAddress, $0.count) }
+        return state
+    }
+
+    /// HMAC-SHA256(key, token) = SHA256(key ^ opad || SHA256(key ^ ipad || token)). The words
+    /// hold the MAC's bytes in order (read as little-endian integers on this platform).
     func key(for token: String) -> Key {
         var inner = innerSeed
-        var token = token
-        token.withUTF8 { inner.update(bufferPointer: UnsafeRawBufferPointer($0)) }
         var outer = outerSeed
-        inner.finalize().withUnsafeBytes { outer.update(bufferPointer: $0) }
-        return outer.finalize().withUnsafeBytes { raw in
-            Key(
-                words: (
-                    raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self),
-                    raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self),
-                    raw.loadUnaligned(fromByteOffset: 16, as: UInt64.self),
-                    raw.loadUnaligned(fromByteOffset: 24, as: UInt64.self)
-                ))
+        var key = Key(words: (0, 0, 0, 0))
+        var token = token
+        token.withUTF8 { _ = CCryptoBoringSSL_SHA256_Update(&inner, $0.baseAddress, $0.count) }
+        withUnsafeMutableBytes(of: &key.words) { raw in
+            let digest = raw.baseAddress!.assumingMemoryBound(to: UInt8.self)
+            CCryptoBoringSSL_SHA256_Final(digest, &inner)
+            CCryptoBoringSSL_SHA256_Update(&outer, digest, raw.count)
+            CCryptoBoringSSL_SHA256_Final(digest, &outer)
         }
+        return key
     }
 
     private func stripe(for key: Key) -> StripeBox {

@@ -91,6 +91,21 @@ public struct TestSigningKey: Sendable {
         }
     }
 
+    /// Whether `signature` is this key's RS256 or ES256 signature of `input`, checked with
+    /// swift-crypto alone: the floor that verify-bench measures a full token verification against.
+    public func isValidSignature(_ signature: [UInt8], over input: [UInt8], algorithm: String) -> Bool {
+        switch (material, algorithm) {
+        case (.rsa(let key), "RS256"):
+            key.publicKey.isValidSignature(
+                .init(rawRepresentation: signature), for: SHA256.hash(data: input), padding: .insecurePKCS1v1_5)
+        case (.p256(let key), "ES256"):
+            (try? P256.Signing.ECDSASignature(rawRepresentation: signature)).map {
+                key.publicKey.isValidSignature($0, for: SHA256.hash(data: input))
+            } ?? false
+        default: false
+        }
+    }
+
     /// The public key's SubjectPublicKeyInfo DER, for the "HS256 keyed with the public key" attack.
     public var publicKeyDER: [UInt8] {
         switch material {
