@@ -3,6 +3,7 @@ import Issuers
 import Logging
 import NIOCore
 import NIOHTTP1
+import Synchronization
 
 /// Serves one client connection: answers health paths locally, authenticates every other
 /// request, and relays it to the API server on a pooled connection of the same event loop,
@@ -102,7 +103,15 @@ final class ProxyHandler: ChannelDuplexHandler {
     init(gateway: GatewayContext, clientSplice: SpliceHandler?) {
         self.gateway = gateway
         self.clientSplice = clientSplice
+        Self.liveInstances.add(1, ordering: .relaxed)
     }
+
+    deinit {
+        Self.liveInstances.subtract(1, ordering: .relaxed)
+    }
+
+    /// Handlers not yet freed, for the test that a closed connection leaves nothing behind.
+    static let liveInstances = Atomic<Int>(0)
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
@@ -122,6 +131,17 @@ final class ProxyHandler: ChannelDuplexHandler {
             self.upstreamFailed(exchange, .timedOut)
         }
         armIdleTimeout()
+    }
+
+    /// The context refers to this handler and this handler to the context: letting go of it
+    /// here, with the timers, is what frees the handler, its pipeline and its timers once the
+    /// connection is gone.
+    func handlerRemoved(context: ChannelHandlerContext) {
+        idleTimer?.cancel()
+        responseTimer?.cancel()
+        idleTimer = nil
+        responseTimer = nil
+        self.context = nil
     }
 
     /// Starts the wait for the next request head; a head (or the connection's end) stops it.

@@ -1,4 +1,5 @@
 import NIOCore
+import Synchronization
 
 /// One end of a raw byte splice between a client connection and an upstream connection, used
 /// once an upgrade (`kubectl exec`, `attach`, `cp`, `port-forward`) has been answered `101`.
@@ -27,6 +28,17 @@ final class SpliceHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// bytes read on either end. nil: never for being quiet.
     var idleTimeout: TimeAmount?
     private var idleTimer: DeadlineTimer?
+
+    private init() {
+        Self.liveInstances.add(1, ordering: .relaxed)
+    }
+
+    deinit {
+        Self.liveInstances.subtract(1, ordering: .relaxed)
+    }
+
+    /// Ends not yet freed, for the test that a closed session leaves nothing behind.
+    static let liveInstances = Atomic<Int>(0)
 
     /// A pass-through end for the front of a client pipeline, linked later with `link(to:)`.
     static func passThrough() -> SpliceHandler {
@@ -66,7 +78,12 @@ final class SpliceHandler: ChannelDuplexHandler, RemovableChannelHandler {
         self.context = context
     }
 
+    /// Lets go of the context and the partner: the two ends refer to each other, so without
+    /// this the ends of every spliced session (and their pipelines) would never be freed.
     func handlerRemoved(context: ChannelHandlerContext) {
+        idleTimer?.cancel()
+        idleTimer = nil
+        partner = nil
         self.context = nil
     }
 

@@ -1,0 +1,60 @@
+import Testbed
+import Testing
+
+@testable import Gateway
+
+/// A proxy that runs for months must not keep anything of a connection once it has closed:
+/// LeakSanitizer found every client connection's handler, pipeline and timers kept alive by a
+/// reference cycle (handler → context → handler), and both ends of every spliced session by
+/// another (end ↔ partner).
+@Suite("Connection lifetime: nothing of a closed connection stays in memory")
+struct ConnectionLifetimeTests {
+    private static func live() -> (proxy: Int, splice: Int) {
+        (ProxyHandler.liveInstances.load(ordering: .relaxed), SpliceHandler.liveInstances.load(ordering: .relaxed))
+    }
+
+    /// Waits until the live handler counts are back at `baseline`; returns the last counts seen.
+    private static func settle(at baseline: (proxy: Int, splice: Int)) async throws -> (proxy: Int, splice: Int) {
+        var counts = live()
+        for _ in 0..<100 where counts != baseline {
+            try await Task.sleep(for: .milliseconds(50))
+            counts = live()
+        }
+        return counts
+    }
+
+    @Test("forwarded, refused and upgraded connections free their handlers once closed")
+    func handlersAreFreed() async throws {
+        try await ProxyHarness.run { harness in
+            let baseline = try await Self.settle(at: Self.live())
+            let token = try harness.issuer.mint()
+            for _ in 0..<5 {
+                let response = try await RawHTTPClient.send(
+                    "GET /api/v1/namespaces HTTP/1.1\r\nHost: p\r\nAuthorization: Bearer \(token)\r\n"
+                        + "Connection: close\r\n\r\n", port: harness.port, timeout: .seconds(10))
+                #expect(response.status == 200)
+            }
+            let refused = try await RawHTTPClient.send(
+                "GET /api/v1/namespaces HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n", port: harness.port,
+                timeout: .seconds(10))
+            #expect(refused.status == 401)
+
+            for _ in 0..<3 {
+                let connection = try await RawConnection.connect(port: harness.port)
+                try await connection.send(
+                    "POST /testbed/spdy-echo HTTP/1.1\r\nHost: proxy\r\nAuthorization: Bearer \(token)\r\n"
+                        + "Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\n"
+                        + "X-Stream-Protocol-Version: portforward.k8s.io\r\nContent-Length: 0\r\n\r\n")
+                #expect(try await connection.wait { $0.text.contains("upstream-ready\n") })
+                // While the session is open its handlers exist: the counts do see them.
+                let open = Self.live()
+                #expect(open.proxy > baseline.proxy && open.splice >= baseline.splice + 2)
+                await connection.close()
+            }
+
+            let after = try await Self.settle(at: baseline)
+            #expect(after.proxy == baseline.proxy, "proxy handlers still alive: \(after.proxy - baseline.proxy)")
+            #expect(after.splice == baseline.splice, "splice ends still alive: \(after.splice - baseline.splice)")
+        }
+    }
+}
