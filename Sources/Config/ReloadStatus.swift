@@ -1,5 +1,5 @@
 import FoundationEssentials
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// How configuration reloads have gone since the process started: what the reload metrics
 /// (`config reloads by result, last-success time`) are made from.
@@ -19,22 +19,22 @@ public struct ReloadStatus: Sendable, Hashable {
 
 /// The process's `ReloadStatus`, updated by the reloader and read by whoever reports it.
 public final class CurrentReloadStatus: Sendable {
-    private let value = Mutex(ReloadStatus())
+    private let value = NIOLockedValueBox(ReloadStatus())
 
     public init() {}
 
-    public var current: ReloadStatus { value.withLock { $0 } }
+    public var current: ReloadStatus { value.withLockedValue { $0 } }
 
     /// Records the configuration loaded at start-up (not counted as a reload).
     public func recordInitialLoad(sha256: String?, at time: Date = Date()) {
-        value.withLock {
+        value.withLockedValue {
             $0.lastSuccess = time
             $0.configurationSHA256 = sha256
         }
     }
 
     public func recordSuccess(sha256: String?, at time: Date = Date()) {
-        value.withLock {
+        value.withLockedValue {
             $0.successes += 1
             $0.lastSuccess = time
             $0.configurationSHA256 = sha256
@@ -42,6 +42,6 @@ public final class CurrentReloadStatus: Sendable {
     }
 
     public func recordFailure() {
-        value.withLock { $0.failures += 1 }
+        value.withLockedValue { $0.failures += 1 }
     }
 }

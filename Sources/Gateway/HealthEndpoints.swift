@@ -1,5 +1,6 @@
 import Config
 import Issuers
+import NIOConcurrencyHelpers
 import NIOHTTP1
 import Synchronization
 
@@ -124,18 +125,18 @@ public final class HealthEndpoints: Sendable {
 
 /// The issuer set requests are checked against, swapped whole on reload.
 public final class CurrentIssuers: Sendable {
-    private let value: Mutex<IssuerSet>
+    private let value: NIOLockedValueBox<IssuerSet>
 
     public init(_ issuers: IssuerSet) {
-        self.value = Mutex(issuers)
+        self.value = NIOLockedValueBox(issuers)
     }
 
-    public var current: IssuerSet { value.withLock { $0 } }
+    public var current: IssuerSet { value.withLockedValue { $0 } }
 
     /// Installs `issuers` for every request that starts from now on; returns the previous set.
     @discardableResult
     public func replace(with issuers: IssuerSet) -> IssuerSet {
-        value.withLock { current in
+        value.withLockedValue { current in
             defer { current = issuers }
             return current
         }

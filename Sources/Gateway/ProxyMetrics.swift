@@ -3,9 +3,9 @@ import CoreMetrics
 import FoundationEssentials
 import Issuers
 import Metrics
+import NIOConcurrencyHelpers
 import NIOCore
 import Prometheus
-import Synchronization
 
 /// The proxy's metrics, made through swift-metrics on a Prometheus registry of their own, so
 /// each instance (one per process, one per test) counts alone and nothing depends on the
@@ -39,7 +39,7 @@ public final class ProxyMetrics: Sendable {
         /// The issuer set whose token cache was last read, and its totals then.
         var tokenCache: (set: ObjectIdentifier, hits: Int, misses: Int)?
     }
-    private let baselines = Mutex(Baselines())
+    private let baselines = NIOLockedValueBox(Baselines())
 
     /// Per-request metric handles, made once per label set: making a handle looks it up in the
     /// registry (a lock, sorted labels, several allocations), which is too much for every request.
@@ -175,7 +175,7 @@ public final class ProxyMetrics: Sendable {
     /// Brings the metrics read from running totals up to date: configuration reloads and the
     /// key fetches of the current issuers. Called before each scrape.
     public func update(reloads: ReloadStatus, issuers: IssuerSet) {
-        baselines.withLock { baselines in
+        baselines.withLockedValue { baselines in
             let successes = reloads.successes - baselines.reloadSuccesses
             let failures = reloads.failures - baselines.reloadFailures
             if successes > 0 {
@@ -259,10 +259,10 @@ public final class ProxyMetrics: Sendable {
 /// Metric handles by their labels, each made on first use and kept. Every label set is bounded
 /// (see `ProxyMetrics`), and so is this table.
 private final class MetricHandles<Labels: Hashable & Sendable, Handle: Sendable>: Sendable {
-    private let handles = Mutex<[Labels: Handle]>([:])
+    private let handles = NIOLockedValueBox<[Labels: Handle]>([:])
 
     func handle(for labels: Labels, make: (Labels) -> Handle) -> Handle {
-        handles.withLock { handles in
+        handles.withLockedValue { handles in
             if let handle = handles[labels] { return handle }
             let handle = make(labels)
             handles[labels] = handle

@@ -1,8 +1,8 @@
 import Config
 import FoundationEssentials
 import Logging
+import NIOConcurrencyHelpers
 import NIOSSL
-import Synchronization
 
 /// The TLS identity of the proxy listener: the configured certificate and key files, watched
 /// for changes. A mounted Secret that cert-manager renews swaps a `..data` symlink, so the
@@ -16,7 +16,7 @@ public final class ServingCertificateStore: Sendable {
     }
 
     public let files: ServingTLS
-    private let loaded: Mutex<Loaded>
+    private let loaded: NIOLockedValueBox<Loaded>
 
     /// Loads the pair; errors name the flag or file at fault.
     public init(_ files: ServingTLS) throws(ConfigurationError) {
@@ -24,11 +24,11 @@ public final class ServingCertificateStore: Sendable {
         let certificate = try Self.read(files.certificateFile, flag: "--tls-cert-file")
         let key = try Self.read(files.privateKeyFile, flag: "--tls-private-key-file")
         let context = try Self.makeContext(certificate: certificate, key: key, files: files)
-        self.loaded = Mutex(Loaded(context: context, certificate: certificate, key: key))
+        self.loaded = NIOLockedValueBox(Loaded(context: context, certificate: certificate, key: key))
     }
 
     /// The context for the next connection.
-    public var context: NIOSSLContext { loaded.withLock { $0.context } }
+    public var context: NIOSSLContext { loaded.withLockedValue { $0.context } }
 
     /// Re-reads both files; when either changed and the pair loads, it serves from now on.
     /// Returns whether the served pair changed.
@@ -44,16 +44,16 @@ public final class ServingCertificateStore: Sendable {
                 "cannot read the serving certificate; keeping the current one", metadata: ["error": "\(error)"])
             return false
         }
-        let unchanged = loaded.withLock { $0.certificate == certificate && $0.key == key }
+        let unchanged = loaded.withLockedValue { $0.certificate == certificate && $0.key == key }
         if unchanged { return false }
         do {
             let context = try Self.makeContext(certificate: certificate, key: key, files: files)
-            loaded.withLock { $0 = Loaded(context: context, certificate: certificate, key: key) }
+            loaded.withLockedValue { $0 = Loaded(context: context, certificate: certificate, key: key) }
             logger.info("serving a new TLS certificate", metadata: ["file": "\(files.certificateFile)"])
             return true
         } catch {
             // Remember the bad pair so it is reported once, not every poll.
-            loaded.withLock {
+            loaded.withLockedValue {
                 $0.certificate = certificate
                 $0.key = key
             }

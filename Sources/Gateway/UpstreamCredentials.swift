@@ -1,8 +1,8 @@
 import Config
 import FoundationEssentials
 import Logging
+import NIOConcurrencyHelpers
 import NIOSSL
-import Synchronization
 
 /// The proxy's own way into the API server: a TLS context (CA, optional client certificate)
 /// built once, and the bearer token, re-read from its file while the proxy runs so that a
@@ -14,7 +14,7 @@ public final class UpstreamCredentials: Sendable {
     let serverHostname: String?
     /// `host:port` for the `Host` header.
     let authority: String
-    private let token: Mutex<String?>
+    private let token: NIOLockedValueBox<String?>
 
     public init(configuration: UpstreamConfiguration) throws(ConfigurationError) {
         self.configuration = configuration
@@ -58,12 +58,12 @@ public final class UpstreamCredentials: Sendable {
         self.authority =
             configuration.host.contains(":")
             ? "[\(configuration.host)]:\(configuration.port)" : "\(configuration.host):\(configuration.port)"
-        self.token = Mutex(initialToken)
+        self.token = NIOLockedValueBox(initialToken)
     }
 
     /// The `Authorization` value for upstream requests, or nil when the proxy uses a client certificate.
     var authorization: String? {
-        token.withLock { $0.map { "Bearer " + $0 } }
+        token.withLockedValue { $0.map { "Bearer " + $0 } }
     }
 
     /// Re-reads the token file every `interval` until cancelled; a failed read keeps the old token.
@@ -73,7 +73,7 @@ public final class UpstreamCredentials: Sendable {
             try? await Task.sleep(for: interval)
             do {
                 let fresh = try Self.readToken(path)
-                let changed = token.withLock { current in
+                let changed = token.withLockedValue { current in
                     defer { current = fresh }
                     return current != fresh
                 }

@@ -1,8 +1,8 @@
 import Config
 import FoundationEssentials
 import Logging
+import NIOConcurrencyHelpers
 import NIOSSL
-import Synchronization
 
 /// An issuer's discovery document and signing keys: the fetcher, the last good keys, their
 /// periodic refresh and the on-demand refetch. A key source depends only on the issuer's URL,
@@ -31,7 +31,7 @@ final class KeySource: Sendable {
         var refreshTask: Task<Void, Never>?
         var retired = false
     }
-    private let state = Mutex(State())
+    private let state = NIOLockedValueBox(State())
 
     /// `tls` comes from `KeyFetcher.tlsConfiguration(for:)`, checked before any source is made.
     init(configuration: IssuerConfiguration, tls: TLSConfiguration, timing: KeyRefreshTiming, logger: Logger) {
@@ -43,26 +43,26 @@ final class KeySource: Sendable {
         self.logger = logger
     }
 
-    var keys: KeySet? { state.withLock { $0.keys } }
+    var keys: KeySet? { state.withLockedValue { $0.keys } }
 
     var status: IssuerStatus {
-        state.withLock { state in
+        state.withLockedValue { state in
             if state.keys == nil { return .notLoaded(lastError: state.lastError) }
             if let error = state.lastError { return .stale(lastError: error) }
             return .ready
         }
     }
 
-    var fetchCount: Int { state.withLock { $0.fetchCount } }
+    var fetchCount: Int { state.withLockedValue { $0.fetchCount } }
 
-    var fetchCounts: KeyFetchCounts { state.withLock { $0.fetches } }
+    var fetchCounts: KeyFetchCounts { state.withLockedValue { $0.fetches } }
 
     /// Whether the last claim was released: the source no longer fetches and cannot be adopted.
-    var isRetired: Bool { state.withLock { $0.retired } }
+    var isRetired: Bool { state.withLockedValue { $0.retired } }
 
     /// Takes one claim; the first one starts the refresh task.
     func claim() {
-        state.withLock { state in
+        state.withLockedValue { state in
             precondition(!state.retired, "a retired key source cannot be claimed again")
             state.claims += 1
             if state.refreshTask == nil {
@@ -74,7 +74,7 @@ final class KeySource: Sendable {
     /// Releases one claim; the last one stops the refresh, cancels a fetch in flight and closes
     /// the HTTP client.
     func release() async {
-        let stop: (Task<Void, Never>?, Task<Void, Never>?)? = state.withLock { state in
+        let stop: (Task<Void, Never>?, Task<Void, Never>?)? = state.withLockedValue { state in
             state.claims -= 1
             guard state.claims <= 0, !state.retired else { return nil }
             state.retired = true
@@ -96,7 +96,7 @@ final class KeySource: Sendable {
         var backoff = timing.initialBackoff
         while !Task.isCancelled {
             await fetch()
-            let loaded = state.withLock { $0.keys != nil && $0.lastError == nil }
+            let loaded = state.withLockedValue { $0.keys != nil && $0.lastError == nil }
             let delay: Duration
             if loaded {
                 backoff = timing.initialBackoff
@@ -113,7 +113,7 @@ final class KeySource: Sendable {
     /// `minimumRefetchInterval`; concurrent callers share one fetch. Returns the keys to retry
     /// with, or nil when no refetch happened (rate limited, or the source is retired).
     func refetchForUnverifiedToken() async -> KeySet? {
-        let task: Task<Void, Never>? = state.withLock { state in
+        let task: Task<Void, Never>? = state.withLockedValue { state in
             if state.retired { return nil }
             if let inFlight = state.inFlight { return inFlight }
             let now = ContinuousClock.now
@@ -128,7 +128,7 @@ final class KeySource: Sendable {
 
     /// Runs one fetch, or joins the one in flight.
     private func fetch() async {
-        let task = state.withLock { state in state.retired ? nil : startFetch(&state) }
+        let task = state.withLockedValue { state in state.retired ? nil : startFetch(&state) }
         await task?.value
     }
 
@@ -147,7 +147,7 @@ final class KeySource: Sendable {
         } catch {
             result = .failure(error)
         }
-        let (hadKeys, retired) = state.withLock { state in
+        let (hadKeys, retired) = state.withLockedValue { state in
             defer { state.inFlight = nil }
             if state.retired { return (state.keys != nil, true) }
             switch result {

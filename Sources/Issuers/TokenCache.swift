@@ -4,6 +4,7 @@
 import CCryptoBoringSSL
 import Crypto
 import FoundationEssentials
+import NIOConcurrencyHelpers
 import Synchronization
 
 /// The identities of recently verified tokens, so a client sending the same token on every
@@ -21,7 +22,7 @@ import Synchronization
 ///   no identity mapped under an old configuration is served after the swap.
 ///
 /// Lookups run on event loops for every request, so the cache is split into stripes with one
-/// `Mutex` each, chosen by the key's first word; the hit path is one HMAC, one lock and one
+/// lock each (pthread mutexes, which ThreadSanitizer understands), chosen by the key's first word; the hit path is one HMAC, one lock and one
 /// dictionary lookup.
 public final class TokenCache: Sendable {
     public static let defaultCapacity = 10_000
@@ -54,17 +55,13 @@ public final class TokenCache: Sendable {
         var nextSequence: UInt64 = 0
     }
 
-    private final class StripeBox: Sendable {
-        let state = Mutex(Stripe())
-    }
-
     /// SHA-256 states after absorbing the HMAC key XOR ipad and XOR opad (RFC 2104): copying
     /// them makes each token's HMAC-SHA256 cost the token's blocks and two finalizations.
     private let innerSeed: SHA256_CTX
     private let outerSeed: SHA256_CTX
     private let ttl: Double
     private let capacityPerStripe: Int
-    private let stripes: [StripeBox]
+    private let stripes: [NIOLockedValueBox<Stripe>]
     private let hitCount = Atomic<Int>(0)
     private let missCount = Atomic<Int>(0)
 
@@ -84,7 +81,7 @@ public final class TokenCache: Sendable {
         hmacKey.withUnsafeBytes { key in block.replaceSubrange(0..<key.count, with: key) }
         self.innerSeed = Self.sha256State(absorbing: block.map { $0 ^ 0x36 })
         self.outerSeed = Self.sha256State(absorbing: block.map { $0 ^ 0x5C })
-        self.stripes = (0..<Self.stripeCount).map { _ in StripeBox() }
+        self.stripes = (0..<Self.stripeCount).map { _ in NIOLockedValueBox(Stripe()) }
     }
 
     /// Lookups that found a servable identity.
@@ -94,7 +91,7 @@ public final class TokenCache: Sendable {
 
     /// The number of entries held, stale ones included.
     public var count: Int {
-        stripes.reduce(0) { total, stripe in total + stripe.state.withLock { $0.entries.count } }
+        stripes.reduce(0) { total, stripe in total + stripe.withLockedValue { $0.entries.count } }
     }
 
     private static func sha256State(absorbing block: [UInt8]) -> SHA256_CTX {
@@ -121,13 +118,13 @@ public final class TokenCache: Sendable {
         return key
     }
 
-    private func stripe(for key: Key) -> StripeBox {
+    private func stripe(for key: Key) -> NIOLockedValueBox<Stripe> {
         stripes[Int(truncatingIfNeeded: key.words.0 & UInt64(Self.stripeCount - 1))]
     }
 
     /// The identity cached for `key` if it may still be served at `now`; counts a hit or a miss.
     func identity(for key: Key, now: Double) -> Identity? {
-        let identity: Identity? = stripe(for: key).state.withLock { stripe in
+        let identity: Identity? = stripe(for: key).withLockedValue { stripe in
             guard let entry = stripe.entries[key] else { return nil }
             guard now < entry.freshUntil && now <= entry.identity.expiresAt else {
                 stripe.entries[key] = nil
@@ -148,7 +145,7 @@ public final class TokenCache: Sendable {
         let freshUntil = now + ttl
         guard now < freshUntil, now <= identity.expiresAt else { return }
         let capacity = capacityPerStripe
-        stripe(for: key).state.withLock { stripe in
+        stripe(for: key).withLockedValue { stripe in
             if stripe.entries[key] == nil && stripe.entries.count >= capacity {
                 stripe.entries = stripe.entries.filter { _, entry in
                     now < entry.freshUntil && now <= entry.identity.expiresAt

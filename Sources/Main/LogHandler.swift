@@ -1,7 +1,7 @@
 import Config
 import FoundationEssentials
 import Logging
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// How each log line is written.
 enum LogFormat: String, CaseIterable, Sendable {
@@ -129,9 +129,9 @@ struct ProxyLogHandler: LogHandler {
             + "\(pad(secondOfDay % 3600 / 60, 2)):\(pad(secondOfDay % 60, 2)).\(pad(millis % 1000, 3))Z"
     }
 
-    private static let lock = Mutex(())
+    private static let lock = NIOLock()
 
     @Sendable static func standardError(_ line: String) {
-        lock.withLock { _ in StandardError.write(line) }
+        lock.withLock { StandardError.write(line) }
     }
 }

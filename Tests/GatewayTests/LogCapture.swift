@@ -1,5 +1,5 @@
 import Logging
-import Synchronization
+import NIOConcurrencyHelpers
 
 /// Keeps every log event of a test in memory, so tests can read the lines the proxy wrote.
 final class LogCapture: Sendable {
@@ -14,9 +14,9 @@ final class LogCapture: Sendable {
         }
     }
 
-    private let entries = Mutex<[Entry]>([])
+    private let entries = NIOLockedValueBox<[Entry]>([])
 
-    var all: [Entry] { entries.withLock { $0 } }
+    var all: [Entry] { entries.withLockedValue { $0 } }
 
     /// The access-log lines (message `request`), oldest first.
     var accessLines: [Entry] { all.filter { $0.message == "request" } }
@@ -28,7 +28,7 @@ final class LogCapture: Sendable {
     }
 
     fileprivate func append(_ entry: Entry) {
-        entries.withLock { $0.append(entry) }
+        entries.withLockedValue { $0.append(entry) }
     }
 
     private struct Handler: LogHandler {
