@@ -91,7 +91,11 @@ struct AdversarialResourceTests {
             let answer = last.receiveAll(timeout: .seconds(10))
             #expect(String(decoding: answer.bytes, as: UTF8.self).hasPrefix("HTTP/1.1 200 OK\r\n"))
             let growth = try proxy.residentBytes - residentBefore
-            #expect(growth < 150 << 20, "5 000 idle connections cost \(growth >> 20) MB")
+            // Under a sanitizer the resident size is mostly the sanitizer's own (shadow memory,
+            // quarantined frees); the bound is checked by the normal test run.
+            if !ProxyBinary.isSanitized {
+                #expect(growth < 150 << 20, "5 000 idle connections cost \(growth >> 20) MB")
+            }
             for socket in idle { socket.close() }
             try await proxy.expectServing()
         }

@@ -16,6 +16,26 @@ enum ProxyBinary {
         return candidates[0].appendingPathComponent("kube-impersonate-proxy")
     }
 
+    /// The environment every run starts from: a fixed PATH and nothing else of the test's, but
+    /// the sanitizer options `scripts/sanitize` gives for the binary (`KIP_CHILD_ASAN_OPTIONS`,
+    /// `KIP_CHILD_TSAN_OPTIONS`): leak checking and a report file per process, which the script
+    /// collects, so a report from the binary fails the run even where the test would pass.
+    static var baseEnvironment: [String: String] {
+        var environment = ["PATH": "/usr/bin:/bin"]
+        let inherited = ProcessInfo.processInfo.environment
+        for (given, name) in [("KIP_CHILD_ASAN_OPTIONS", "ASAN_OPTIONS"), ("KIP_CHILD_TSAN_OPTIONS", "TSAN_OPTIONS")] {
+            if let options = inherited[given] { environment[name] = options }
+        }
+        return environment
+    }
+
+    /// Whether the binary runs under a sanitizer, whose shadow memory and quarantine make its
+    /// resident size say nothing about the proxy's own.
+    static var isSanitized: Bool {
+        let inherited = ProcessInfo.processInfo.environment
+        return inherited["KIP_CHILD_ASAN_OPTIONS"] != nil || inherited["KIP_CHILD_TSAN_OPTIONS"] != nil
+    }
+
     struct Outcome {
         var status: Int32
         var standardOutput: String
@@ -27,7 +47,7 @@ enum ProxyBinary {
         let process = Process()
         process.executableURL = url
         process.arguments = arguments
-        process.environment = environment.merging(["PATH": "/usr/bin:/bin"]) { first, _ in first }
+        process.environment = environment.merging(baseEnvironment) { first, _ in first }
         let output = Pipe()
         let error = Pipe()
         process.standardOutput = output
@@ -47,7 +67,7 @@ enum ProxyBinary {
         let process = Process()
         process.executableURL = url
         process.arguments = arguments
-        process.environment = ["PATH": "/usr/bin:/bin"]
+        process.environment = baseEnvironment
         let handle = try FileHandle(forWritingTo: log)
         process.standardError = handle
         process.standardOutput = handle
