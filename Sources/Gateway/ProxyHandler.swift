@@ -266,7 +266,7 @@ final class ProxyHandler: ChannelDuplexHandler {
         case .rejected(let rejection, let issuer):
             gateway.metrics.recordVerification(duration: ContinuousClock.now - verificationStart)
             reject(exchange, rejection, issuer: issuer)
-        case .needsKeyRefetch:
+        case .needsKeyRefetch(let issuerName):
             state = .authenticating(exchange)
             guard let context else { return }
             let promise = context.eventLoop.makePromise(of: Result<Identity, TokenRejection>.self)
@@ -276,7 +276,7 @@ final class ProxyHandler: ChannelDuplexHandler {
                 guard case .authenticating(let current) = self.state, current === exchange else { return }
                 switch result {
                 case .success(let identity): self.forward(exchange, as: identity)
-                case .failure(let rejection): self.reject(exchange, rejection, issuer: nil)
+                case .failure(let rejection): self.reject(exchange, rejection, issuer: issuerName)
                 }
             }
         }

@@ -22,8 +22,9 @@ public final class IssuerSet: Sendable {
     public enum Attempt: Sendable {
         case authenticated(Identity)
         case rejected(TokenRejection, issuer: String?)
-        /// No current key verified the signature; `authenticateAfterRefetch` may fetch fresh keys.
-        case needsKeyRefetch
+        /// No current key of `issuer` (its configured name) verified the signature;
+        /// `authenticateAfterRefetch` may fetch fresh keys.
+        case needsKeyRefetch(issuer: String)
     }
 
     /// Builds the issuers of `configuration` and starts the key refresh of every new key source.
@@ -120,7 +121,7 @@ public final class IssuerSet: Sendable {
             if let cacheKey { tokenCache?.insert(identity, for: cacheKey, now: now) }
             return .authenticated(identity)
         case .rejected(let rejection): return .rejected(rejection, issuer: issuer.configuration.name)
-        case .noKeyVerified: return .needsKeyRefetch
+        case .noKeyVerified: return .needsKeyRefetch(issuer: issuer.configuration.name)
         }
     }
 

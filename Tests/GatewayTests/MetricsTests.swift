@@ -107,6 +107,10 @@ struct MetricsTests {
             let second = try await scrape(harness)
             #expect(second.value(prefix + "key_fetches_total", ["issuer": issuer, "result": "failure"]) == 1)
             #expect(second.value(prefix + "key_fetches_total", ["issuer": issuer, "result": "success"]) == 1)
+            // Refused after the refetch: still counted under the issuer the token named.
+            #expect(
+                second.value(prefix + "authentication_attempts_total", ["issuer": issuer, "reason": "unknown_key"]) == 1
+            )
             // Scraping again counts nothing twice.
             let third = try await scrape(harness)
             #expect(third.value(prefix + "key_fetches_total", ["issuer": issuer, "result": "failure"]) == 1)
