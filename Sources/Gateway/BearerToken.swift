@@ -41,7 +41,13 @@ enum BearerToken {
         guard let schemeEnd = bytes.firstIndex(of: UInt8(ascii: " ")) else { return .missing }
         guard isBearer(bytes[bytes.startIndex..<schemeEnd]) else { return .missing }
         let tokenStart = bytes.index(after: schemeEnd)
-        let tokenEnd = bytes[tokenStart...].firstIndex(of: UInt8(ascii: " ")) ?? bytes.endIndex
+        // The token is a kilobyte or so: search its contiguous bytes, not index by index.
+        let rest = bytes[tokenStart...]
+        let tokenEnd =
+            rest.withContiguousStorageIfAvailable { buffer in
+                buffer.firstIndex(of: UInt8(ascii: " ")).map { bytes.index(tokenStart, offsetBy: $0) }
+                    ?? bytes.endIndex
+            } ?? rest.firstIndex(of: UInt8(ascii: " ")) ?? bytes.endIndex
         guard tokenStart < tokenEnd else { return .missing }
         return .token(String(trimmed[tokenStart..<tokenEnd]))
     }
