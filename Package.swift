@@ -163,7 +163,7 @@ let package = Package(
         ),
         .testTarget(
             name: "MainTests",
-            dependencies: ["Testbed"],
+            dependencies: ["Testbed", "Main"],
             swiftSettings: testSettings
         ),
     ]

@@ -95,9 +95,11 @@ struct ProxyLogHandler: LogHandler {
 
     /// A text value: bare when it is one plain word, else a quoted, escaped string.
     private static func textValue(_ text: String) -> String {
+        // Byte-wise: every byte of a multi-byte character is >= 0x80, so this is the same test
+        // as on Unicode scalars (> U+0020, not DEL, `"` or `=`) without decoding them.
         let plain =
             !text.isEmpty
-            && text.unicodeScalars.allSatisfy { $0.value > 0x20 && $0.value != 0x7F && $0 != "\"" && $0 != "=" }
+            && text.utf8.allSatisfy { $0 > 0x20 && $0 != 0x7F && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "=") }
         return plain ? text : jsonString(text)
     }
 
