@@ -22,8 +22,8 @@ import Synchronization
 ///   no identity mapped under an old configuration is served after the swap.
 ///
 /// Lookups run on event loops for every request, so the cache is split into stripes with one
-/// lock each (pthread mutexes, which ThreadSanitizer understands), chosen by the key's first word; the hit path is one HMAC, one lock and one
-/// dictionary lookup.
+/// lock each (pthread mutexes, which ThreadSanitizer understands), chosen by the key's first
+/// word; the hit path is one HMAC, one lock and one dictionary lookup.
 public final class TokenCache: Sendable {
     public static let defaultCapacity = 10_000
     static let stripeCount = 16
