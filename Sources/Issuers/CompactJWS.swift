@@ -21,7 +21,9 @@ struct CompactJWS: Sendable {
     /// A token cut at its dots with only the payload decoded: enough to read the unverified
     /// `iss` and route the token before any other work.
     struct Parts: Sendable {
-        let bytes: [UInt8]
+        /// The token itself: its UTF-8 bytes are copied out only when the token goes on to
+        /// full verification, so a token for no configured issuer never is.
+        let token: String
         let header: Range<Int>
         let signature: Range<Int>
         let payload: [UInt8]
@@ -30,12 +32,13 @@ struct CompactJWS: Sendable {
             guard token.utf8.count <= CompactJWS.maximumLength else {
                 throw .malformed("longer than \(CompactJWS.maximumLength) bytes")
             }
-            let bytes = Array(token.utf8)
+            var token = token
             // Count up to five dots (a JWE has four, a JWS two), keeping the first two offsets.
             var dots: (first: Int, second: Int) = (0, 0)
             var dotCount = 0
-            bytes.withUnsafeBufferPointer { buffer in
-                guard let base = buffer.baseAddress else { return }
+            var payload: [UInt8]?
+            let count = token.withUTF8 { buffer in
+                guard let base = buffer.baseAddress else { return 0 }
                 var offset = 0
                 // memchr: the token is a kilobyte or more, and this runs for every cache miss.
                 while dotCount <= 4, offset < buffer.count,
@@ -46,15 +49,17 @@ struct CompactJWS: Sendable {
                     dotCount += 1
                     offset = index + 1
                 }
+                if dotCount == 2 {
+                    payload = Base64URL.decode(UnsafeBufferPointer(rebasing: buffer[(dots.first + 1)..<dots.second]))
+                }
+                return buffer.count
             }
             if dotCount == 4 { throw .malformed("encrypted tokens (JWE) are not supported") }
             guard dotCount == 2 else { throw .malformed("want 3 dot-separated parts, got \(dotCount + 1)") }
-            guard let payload = Base64URL.decode(bytes[(dots.first + 1)..<dots.second]) else {
-                throw .malformed("payload is not base64url-encoded JSON object")
-            }
-            self.bytes = bytes
+            guard let payload else { throw .malformed("payload is not base64url-encoded JSON object") }
+            self.token = token
             self.header = 0..<dots.first
-            self.signature = (dots.second + 1)..<bytes.count
+            self.signature = (dots.second + 1)..<count
             self.payload = payload
         }
 
@@ -74,7 +79,8 @@ struct CompactJWS: Sendable {
     }
 
     init(_ parts: Parts) throws(TokenRejection) {
-        guard let headerBytes = Base64URL.decode(parts.bytes[parts.header]),
+        let bytes = Array(parts.token.utf8)
+        guard let headerBytes = Base64URL.decode(bytes[parts.header]),
             let header = JSONParser.parseObject(headerBytes)
         else {
             throw .malformed("header is not base64url-encoded JSON object")
@@ -82,12 +88,12 @@ struct CompactJWS: Sendable {
         guard let claims = JSONParser.parseObject(parts.payload) else {
             throw .malformed("payload is not base64url-encoded JSON object")
         }
-        guard let signature = Base64URL.decode(parts.bytes[parts.signature]), !signature.isEmpty else {
+        guard let signature = Base64URL.decode(bytes[parts.signature]), !signature.isEmpty else {
             throw .malformed("signature is missing or not base64url")
         }
         self.header = header
         self.claims = claims
-        self.signingInput = parts.bytes[parts.header.lowerBound..<(parts.signature.lowerBound - 1)]
+        self.signingInput = bytes[parts.header.lowerBound..<(parts.signature.lowerBound - 1)]
         self.signature = signature
     }
 
