@@ -25,8 +25,7 @@ public struct FixedKeyVerifier: Sendable {
                 verifier: TokenVerifier(
                     configuration: issuer, allowReservedIdentities: configuration.allowReservedIdentities),
                 keys: keySet.0)
-            byURL[issuer.url] = entry
-            if issuer.url == "https://accounts.google.com" { byURL["accounts.google.com"] = entry }
+            for value in issuer.acceptedIssValues { byURL[value] = entry }
         }
         self.issuersByURL = byURL
     }
@@ -36,10 +35,7 @@ public struct FixedKeyVerifier: Sendable {
         let entry: Entry
         let parsed: CompactJWS
         do {
-            let parts = try CompactJWS.Parts(token)
-            guard let issuerURL = try parts.unverifiedIssuer(), let match = issuersByURL[issuerURL] else {
-                return .failure(.unknownIssuer)
-            }
+            let (match, parts) = try CompactJWS.route(token, in: issuersByURL)
             entry = match
             parsed = try CompactJWS(parts)
         } catch {

@@ -67,8 +67,7 @@ public final class IssuerSet: Sendable {
                 allowReservedIdentities: configuration.allowReservedIdentities,
                 keySource: source)
             issuers.append(issuer)
-            byURL[issuerConfiguration.url] = issuer
-            if issuerConfiguration.url == "https://accounts.google.com" { byURL["accounts.google.com"] = issuer }
+            for value in issuerConfiguration.acceptedIssValues { byURL[value] = issuer }
         }
         self.configuration = configuration
         self.issuers = issuers
@@ -98,15 +97,10 @@ public final class IssuerSet: Sendable {
             if let identity = tokenCache.identity(for: key, now: now) { return .authenticated(identity) }
             cacheKey = key
         }
-        // Route by the unverified iss first: a token for no configured issuer costs no more.
-        let parts: CompactJWS.Parts
         let issuer: Issuer
+        let parts: CompactJWS.Parts
         do {
-            parts = try CompactJWS.Parts(token)
-            guard let issuerURL = try parts.unverifiedIssuer(), let match = issuersByURL[issuerURL] else {
-                return .rejected(.unknownIssuer, issuer: nil)
-            }
-            issuer = match
+            (issuer, parts) = try CompactJWS.route(token, in: issuersByURL)
         } catch {
             return .rejected(error, issuer: nil)
         }
@@ -128,8 +122,7 @@ public final class IssuerSet: Sendable {
     /// Completes an attempt that needed fresh keys: refetches the issuer's JWKS (coalesced and
     /// rate limited) and verifies once more.
     public func authenticateAfterRefetch(token: String) async -> Result<Identity, TokenRejection> {
-        guard let parsed = try? CompactJWS(parsing: token), let issuerURL = parsed.unverifiedIssuer,
-            let issuer = issuersByURL[issuerURL]
+        guard let (issuer, parts) = try? CompactJWS.route(token, in: issuersByURL), let parsed = try? CompactJWS(parts)
         else { return .failure(.unknownIssuer) }
         let keys = await issuer.refetchForUnverifiedToken() ?? issuer.keys
         let now = Self.currentTime()

@@ -15,10 +15,7 @@ struct TokenVerifier: Sendable {
     init(configuration: IssuerConfiguration, allowReservedIdentities: Bool) {
         self.configuration = configuration
         self.allowReservedIdentities = allowReservedIdentities
-        var accepted: Set<String> = [configuration.url]
-        // go-oidc accepts Google's scheme-less issuer for its https:// URL.
-        if configuration.url == "https://accounts.google.com" { accepted.insert("accounts.google.com") }
-        self.acceptedIssuers = accepted
+        self.acceptedIssuers = Set(configuration.acceptedIssValues)
         self.audiences = Set(configuration.audiences)
     }
 
@@ -181,5 +178,13 @@ struct TokenVerifier: Sendable {
     /// C0 controls, DEL and the C1 range: none may reach a header value.
     static func hasControlCharacter(_ text: String) -> Bool {
         text.unicodeScalars.contains { $0.value < 0x20 || (0x7F...0x9F).contains($0.value) }
+    }
+}
+
+extension IssuerConfiguration {
+    /// The `iss` values a token of this issuer may carry: its URL, and for Google also the
+    /// scheme-less `accounts.google.com`, which go-oidc accepts for it.
+    var acceptedIssValues: [String] {
+        url == "https://accounts.google.com" ? [url, "accounts.google.com"] : [url]
     }
 }
