@@ -4,8 +4,9 @@ import NIOHTTP1
 /// What the gateway decides for a request head before any upstream connection exists: the
 /// checks of `ProxyHandler.receiveHead` in its order (health paths, `RequestHeadPolicy`,
 /// upgrades where none can be spliced, client `Impersonate-*` headers, the bearer token,
-/// authentication) and the rewrite of `ImpersonationHeaders.upstreamHead`. Composes those functions without adding rules of its
-/// own, so the fuzz target (`Fuzz/`) and tests can judge the decision with no sockets.
+/// authentication) and the rewrite of `ImpersonationHeaders.upstreamHead`. Composes those
+/// functions without adding rules of its own, so the fuzz target (`Fuzz/`) and tests can judge
+/// the decision with no sockets.
 public enum RequestScreening {
     public enum Decision: Sendable {
         /// A health or readiness path, answered by the proxy itself.

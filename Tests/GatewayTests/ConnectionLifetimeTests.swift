@@ -26,7 +26,7 @@ struct ConnectionLifetimeTests {
     @Test("forwarded, refused and upgraded connections free their handlers once closed")
     func handlersAreFreed() async throws {
         try await ProxyHarness.run { harness in
-            let baseline = try await Self.settle(at: Self.live())
+            let baseline = Self.live()
             let token = try harness.issuer.mint()
             for _ in 0..<5 {
                 let response = try await RawHTTPClient.send(
@@ -40,12 +40,7 @@ struct ConnectionLifetimeTests {
             #expect(refused.status == 401)
 
             for _ in 0..<3 {
-                let connection = try await RawConnection.connect(port: harness.port)
-                try await connection.send(
-                    "POST /testbed/spdy-echo HTTP/1.1\r\nHost: proxy\r\nAuthorization: Bearer \(token)\r\n"
-                        + "Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\n"
-                        + "X-Stream-Protocol-Version: portforward.k8s.io\r\nContent-Length: 0\r\n\r\n")
-                #expect(try await connection.wait { $0.text.contains("upstream-ready\n") })
+                let connection = try await harness.openEchoSession()
                 // While the session is open its handlers exist: the counts do see them.
                 let open = Self.live()
                 #expect(open.proxy > baseline.proxy && open.splice >= baseline.splice + 2)
