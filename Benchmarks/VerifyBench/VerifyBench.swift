@@ -63,8 +63,9 @@ struct VerifyBench {
         let rs256Signature = try rsa.sign(rs256Input, algorithm: "RS256")
         let es256Input = Array(es256.split(separator: ".").prefix(2).joined(separator: ".").utf8)
         let es256Signature = try ec.sign(es256Input, algorithm: "ES256")
-        guard rsa.isValidSignature(rs256Signature, over: rs256Input, algorithm: "RS256"),
-            ec.isValidSignature(es256Signature, over: es256Input, algorithm: "ES256")
+        let rsaCheck = try rsa.signatureCheck(algorithm: "RS256")
+        let ecCheck = try ec.signatureCheck(algorithm: "ES256")
+        guard rsaCheck(rs256Signature, rs256Input), ecCheck(es256Signature, es256Input)
         else {
             throw TestbedError("a signature does not verify alone")
         }
@@ -73,13 +74,13 @@ struct VerifyBench {
             ("rs256", "RS256 full verification", 2_000, { uncached.authenticate(token: rs256).isAuthenticated }),
             (
                 "rs256-alone", "  of which the RSA check (floor)", 2_000,
-                { rsa.isValidSignature(rs256Signature, over: rs256Input, algorithm: "RS256") }
+                { rsaCheck(rs256Signature, rs256Input) }
             ),
             ("ps256", "PS256 full verification", 2_000, { uncached.authenticate(token: ps256).isAuthenticated }),
             ("es256", "ES256 full verification", 2_000, { uncached.authenticate(token: es256).isAuthenticated }),
             (
                 "es256-alone", "  of which the ECDSA check (floor)", 2_000,
-                { ec.isValidSignature(es256Signature, over: es256Input, algorithm: "ES256") }
+                { ecCheck(es256Signature, es256Input) }
             ),
             ("cache-hit", "cache hit (RS256 token)", 200_000, { cached.authenticate(token: rs256).isAuthenticated }),
             (

@@ -91,18 +91,25 @@ public struct TestSigningKey: Sendable {
         }
     }
 
-    /// Whether `signature` is this key's RS256 or ES256 signature of `input`, checked with
-    /// swift-crypto alone: the floor that verify-bench measures a full token verification against.
-    public func isValidSignature(_ signature: [UInt8], over input: [UInt8], algorithm: String) -> Bool {
+    /// A check of this key's RS256 or ES256 signatures with swift-crypto alone, the public key
+    /// derived once and kept (as the proxy keeps a JWKS key, so BoringSSL's per-key Montgomery
+    /// state is reused): the floor verify-bench measures a full token verification against.
+    public func signatureCheck(algorithm: String) throws -> @Sendable (_ signature: [UInt8], _ input: [UInt8]) -> Bool {
         switch (material, algorithm) {
         case (.rsa(let key), "RS256"):
-            key.publicKey.isValidSignature(
-                .init(rawRepresentation: signature), for: SHA256.hash(data: input), padding: .insecurePKCS1v1_5)
+            let publicKey = key.publicKey
+            return { signature, input in
+                publicKey.isValidSignature(
+                    .init(rawRepresentation: signature), for: SHA256.hash(data: input), padding: .insecurePKCS1v1_5)
+            }
         case (.p256(let key), "ES256"):
-            (try? P256.Signing.ECDSASignature(rawRepresentation: signature)).map {
-                key.publicKey.isValidSignature($0, for: SHA256.hash(data: input))
-            } ?? false
-        default: false
+            let publicKey = key.publicKey
+            return { signature, input in
+                (try? P256.Signing.ECDSASignature(rawRepresentation: signature)).map {
+                    publicKey.isValidSignature($0, for: SHA256.hash(data: input))
+                } ?? false
+            }
+        default: throw TestbedError("key \(kid) has no signature check for \(algorithm)")
         }
     }
 
