@@ -163,7 +163,11 @@ let package = Package(
         ),
         .testTarget(
             name: "MainTests",
-            dependencies: ["Testbed", "Main"],
+            dependencies: [
+                "Testbed", "Main", "Gateway", "Issuers",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
             swiftSettings: testSettings
         ),
     ]

@@ -2,36 +2,55 @@ import Issuers
 import Logging
 
 /// One proxied request as the access log and the request metrics see it, once it is over.
-struct AccessLogEntry {
-    var identity: Identity?
-    var method: String
+public struct AccessLogEntry: Sendable {
+    public var identity: Identity?
+    public var method: String
     /// The request target without its query (a query can carry anything, a token included).
-    var path: Substring
+    public var path: Substring
     /// nil: no response was sent (the client went away first).
-    var status: Int?
+    public var status: Int?
     /// Response body bytes sent to the client.
-    var bytes: Int
-    var duration: Duration
+    public var bytes: Int
+    public var duration: Duration
     /// From the request head sent upstream to the response head received; nil when the request
     /// never got an answer from the API server (refused locally, or the upstream failed).
-    var upstreamLatency: Duration?
-    var clientAddress: String?
+    public var upstreamLatency: Duration?
+    public var clientAddress: String?
 
-    /// The access-log line's fields. The token is never among them; user and groups are the
-    /// mapped identity, which is what the API server sees.
-    var metadata: Logger.Metadata {
+    public init(
+        identity: Identity?, method: String, path: Substring, status: Int?, bytes: Int, duration: Duration,
+        upstreamLatency: Duration?, clientAddress: String?
+    ) {
+        self.identity = identity
+        self.method = method
+        self.path = path
+        self.status = status
+        self.bytes = bytes
+        self.duration = duration
+        self.upstreamLatency = upstreamLatency
+        self.clientAddress = clientAddress
+    }
+
+    /// The access-log line's fields, sorted by name. The token is never among them; user and
+    /// groups are the mapped identity, which is what the API server sees.
+    public var fields: [(name: String, value: String)] {
         [
-            "issuer": "\(identity?.issuerName ?? "-")",
-            "user": "\(identity?.username ?? "-")",
-            "groups": "\(identity?.groups.joined(separator: ",") ?? "")",
-            "method": "\(method)",
-            "path": "\(path)",
-            "status": "\(status ?? 0)",
-            "bytes": "\(bytes)",
-            "duration_ms": "\(Self.milliseconds(duration))",
-            "upstream_ms": "\(upstreamLatency.map(Self.milliseconds) ?? "-")",
-            "client": "\(clientAddress ?? "-")",
+            ("bytes", String(bytes)),
+            ("client", clientAddress ?? "-"),
+            ("duration_ms", Self.milliseconds(duration)),
+            ("groups", identity?.groups.joined(separator: ",") ?? ""),
+            ("issuer", identity?.issuerName ?? "-"),
+            ("method", method),
+            ("path", String(path)),
+            ("status", String(status ?? 0)),
+            ("upstream_ms", upstreamLatency.map(Self.milliseconds) ?? "-"),
+            ("user", identity?.username ?? "-"),
         ]
+    }
+
+    /// The fields as the metadata of the `request` log event.
+    public var metadata: Logger.Metadata {
+        Dictionary(uniqueKeysWithValues: fields.map { ($0.name, Logger.MetadataValue.string($0.value)) })
     }
 
     /// Milliseconds with microsecond precision, e.g. `12.345`.
@@ -42,10 +61,20 @@ struct AccessLogEntry {
     }
 }
 
+/// Where the access log goes instead of the gateway's logger: a writer that formats the line
+/// itself, without the metadata dictionary a log event needs.
+public protocol AccessLogWriter: Sendable {
+    func write(_ entry: AccessLogEntry)
+}
+
 /// Writes the access-log line and records the request metrics, once per proxied request.
 enum AccessLog {
-    static func record(_ entry: AccessLogEntry, logger: Logger, metrics: ProxyMetrics) {
-        logger.info("request", metadata: entry.metadata)
-        metrics.requestFinished(method: entry.method, code: entry.status, duration: entry.duration)
+    static func record(_ entry: AccessLogEntry, gateway: GatewayContext) {
+        if let writer = gateway.accessLog {
+            writer.write(entry)
+        } else {
+            gateway.logger.info("request", metadata: entry.metadata)
+        }
+        gateway.metrics.requestFinished(method: entry.method, code: entry.status, duration: entry.duration)
     }
 }

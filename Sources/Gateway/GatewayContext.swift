@@ -22,6 +22,8 @@ public struct GatewayContext: Sendable {
     /// An upgraded (spliced) session with no bytes either way for this long is closed; nil (the
     /// default) never closes a session for being quiet.
     public var upgradeIdleTimeout: TimeAmount?
+    /// Where access-log lines go; nil logs each as a `request` event through `logger`.
+    public var accessLog: (any AccessLogWriter)?
 
     public init(
         issuers: CurrentIssuers, pool: UpstreamConnectionPool, health: HealthEndpoints, logger: Logger,

@@ -473,7 +473,7 @@ final class ProxyHandler: ChannelDuplexHandler {
             path: Self.path(of: exchange.head.uri), status: exchange.status.map { Int($0.code) },
             bytes: exchange.responseBytes, duration: ContinuousClock.now - exchange.startedAt,
             upstreamLatency: exchange.upstreamLatency, clientAddress: clientAddress)
-        AccessLog.record(entry, logger: gateway.logger, metrics: gateway.metrics)
+        AccessLog.record(entry, gateway: gateway)
     }
 }
 

@@ -40,7 +40,9 @@ struct KubeImpersonateProxy: AsyncParsableCommand {
                 return
             }
             try await command.run()
+            LogSink.standardError.flush()
         } catch {
+            LogSink.standardError.flush()
             let code = exitCode(for: error)
             if code == .validationFailure {
                 StandardError.write(fullMessage(for: error) + "\n")
@@ -72,7 +74,7 @@ struct KubeImpersonateProxy: AsyncParsableCommand {
         }
         try await Server.run(
             loaded: loaded, flags: flags, upstream: upstream, gracePeriod: gracePeriod,
-            upgradeIdleTimeout: upgradeIdleTimeout, logger: logger)
+            upgradeIdleTimeout: upgradeIdleTimeout, logger: logger, logFormat: options.logFormat)
     }
 }
 

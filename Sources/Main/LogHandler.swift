@@ -1,7 +1,7 @@
 import Config
 import FoundationEssentials
+import Gateway
 import Logging
-import NIOConcurrencyHelpers
 
 /// How each log line is written.
 enum LogFormat: String, CaseIterable, Sendable {
@@ -12,8 +12,8 @@ enum LogFormat: String, CaseIterable, Sendable {
 }
 
 /// The proxy's log handler: one line per event on standard error, in `text` or `json`.
-/// Lines from concurrent loggers never interleave: each is written with a single `write(2)`
-/// under a process-wide lock.
+/// Lines from concurrent loggers never interleave (see `LogSink`, which also batches the
+/// lines an event loop logs in one round of I/O).
 struct ProxyLogHandler: LogHandler {
     var metadata: Logger.Metadata = [:]
     var logLevel: Logger.Level
@@ -54,32 +54,50 @@ struct ProxyLogHandler: LogHandler {
     static func line(
         format: LogFormat, time: Date, level: Logger.Level, message: String, metadata: Logger.Metadata
     ) -> String {
+        line(
+            format: format, time: time, level: level, message: message,
+            fields: metadata.keys.sorted().map { ($0, flatten(metadata[$0]!)) })
+    }
+
+    /// One log line from fields already flattened and sorted by name, newline included.
+    static func line(
+        format: LogFormat, time: Date, level: Logger.Level, message: String,
+        fields: [(name: String, value: String)]
+    ) -> String {
         let timestamp = Self.timestamp(time)
-        let keys = metadata.keys.sorted()
+        var line = ""
         switch format {
         case .text:
-            var line = ""
-            line.reserveCapacity(64 + 48 * keys.count)
+            line.reserveCapacity(64 + 48 * fields.count)
             line += timestamp
             line += " "
             line += level.rawValue
             line += " "
             line += message
-            for key in keys {
+            for (name, value) in fields {
                 line += " "
-                line += key
+                line += name
                 line += "="
-                line += textValue(Self.flatten(metadata[key]!))
+                appendTextValue(value, to: &line)
             }
             line += "\n"
-            return line
         case .json:
-            var line = "{\"time\":\"\(timestamp)\",\"level\":\"\(level)\",\"message\":\(jsonString(message))"
-            for key in keys where !["time", "level", "message"].contains(key) {
-                line += ",\(jsonString(key)):\(jsonString(Self.flatten(metadata[key]!)))"
+            line.reserveCapacity(64 + 56 * fields.count)
+            line += "{\"time\":\""
+            line += timestamp
+            line += "\",\"level\":\""
+            line += level.rawValue
+            line += "\",\"message\":"
+            line += jsonString(message)
+            for (name, value) in fields where name != "time" && name != "level" && name != "message" {
+                line += ","
+                line += jsonString(name)
+                line += ":"
+                line += jsonString(value)
             }
-            return line + "}\n"
+            line += "}\n"
         }
+        return line
     }
 
     /// A metadata value as one string.
@@ -94,13 +112,13 @@ struct ProxyLogHandler: LogHandler {
     }
 
     /// A text value: bare when it is one plain word, else a quoted, escaped string.
-    private static func textValue(_ text: String) -> String {
+    private static func appendTextValue(_ text: String, to line: inout String) {
         // Byte-wise: every byte of a multi-byte character is >= 0x80, so this is the same test
         // as on Unicode scalars (> U+0020, not DEL, `"` or `=`) without decoding them.
         let plain =
             !text.isEmpty
             && text.utf8.allSatisfy { $0 > 0x20 && $0 != 0x7F && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "=") }
-        return plain ? text : jsonString(text)
+        line += plain ? text : jsonString(text)
     }
 
     /// A JSON string literal.
@@ -123,17 +141,51 @@ struct ProxyLogHandler: LogHandler {
         let day = dayOfYear - (153 * monthIndex + 2) / 5 + 1
         let month = monthIndex < 10 ? monthIndex + 3 : monthIndex - 9
         let year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
-        func pad(_ value: Int64, _ width: Int) -> String {
-            let digits = String(value)
-            return String(repeating: "0", count: max(0, width - digits.count)) + digits
+        return String(unsafeUninitializedCapacity: 24) { buffer in
+            var offset = 0
+            func put(_ value: Int64, width: Int) {
+                var value = value
+                for position in stride(from: offset + width - 1, through: offset, by: -1) {
+                    buffer[position] = UInt8(ascii: "0") + UInt8(truncatingIfNeeded: value % 10)
+                    value /= 10
+                }
+                offset += width
+            }
+            func put(_ character: Unicode.Scalar) {
+                buffer[offset] = UInt8(ascii: character)
+                offset += 1
+            }
+            put(year, width: 4)
+            put("-")
+            put(month, width: 2)
+            put("-")
+            put(day, width: 2)
+            put("T")
+            put(secondOfDay / 3600, width: 2)
+            put(":")
+            put(secondOfDay % 3600 / 60, width: 2)
+            put(":")
+            put(secondOfDay % 60, width: 2)
+            put(".")
+            put(millis % 1000, width: 3)
+            put("Z")
+            return offset
         }
-        return "\(pad(year, 4))-\(pad(month, 2))-\(pad(day, 2))T\(pad(secondOfDay / 3600, 2)):"
-            + "\(pad(secondOfDay % 3600 / 60, 2)):\(pad(secondOfDay % 60, 2)).\(pad(millis % 1000, 3))Z"
     }
 
-    private static let lock = NIOLock()
-
     @Sendable static func standardError(_ line: String) {
-        lock.withLock { StandardError.write(line) }
+        LogSink.standardError.write(line)
+    }
+}
+
+/// The access log as the proxy writes it: the same line `ProxyLogHandler` makes of a `request`
+/// event with the entry's metadata, built straight from the entry's fields.
+struct AccessLogLines: AccessLogWriter {
+    let format: LogFormat
+    let sink: LogSink
+
+    func write(_ entry: AccessLogEntry) {
+        sink.write(
+            ProxyLogHandler.line(format: format, time: Date(), level: .info, message: "request", fields: entry.fields))
     }
 }

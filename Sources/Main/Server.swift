@@ -14,7 +14,7 @@ import UnixSignals
 enum Server {
     static func run(
         loaded: LoadedConfiguration, flags: ProxyFlags, upstream: UpstreamConfiguration, gracePeriod: Duration,
-        upgradeIdleTimeout: Duration?, logger: Logger
+        upgradeIdleTimeout: Duration?, logger: Logger, logFormat: LogFormat
     ) async throws {
         let configuration = loaded.configuration
         let credentials: UpstreamCredentials
@@ -53,6 +53,7 @@ enum Server {
             issuers: issuers, pool: pool, health: health, logger: logger, reloadStatus: reloadStatus,
             metrics: metrics)
         gateway.upgradeIdleTimeout = upgradeIdleTimeout.map { .nanoseconds(Int64($0 / .nanoseconds(1))) }
+        gateway.accessLog = AccessLogLines(format: logFormat, sink: .standardError)
         let server: ProxyServer
         do {
             server = try await ProxyServer.start(
@@ -117,6 +118,8 @@ enum Server {
             throw error
         }
         await issuers.current.shutdown()
+        // The event loops' last lines (the drained requests' access log) come before this one.
+        LogSink.standardError.flush()
         logger.info("stopped")
     }
 }

@@ -1,0 +1,94 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Where log lines go: a file descriptor (standard error). A line logged on one of NIO's event
+/// loops joins that loop's batch, which is written with one `write(2)` when the loop has
+/// finished its current round of I/O: a loop that served many requests in one wake-up writes
+/// their access-log lines together instead of making a system call for each. A line logged
+/// anywhere else is written at once. Every write holds one process-wide lock, so lines never
+/// interleave; `flush()` writes what the loops still hold (at exit).
+final class LogSink: Sendable {
+    static let standardError = LogSink(descriptor: 2)
+
+    /// A loop's batch is written at once when it grows past this, not at the end of the round.
+    static let batchLimit = 64 * 1024
+
+    private final class Batch: Sendable {
+        let bytes = NIOLockedValueBox<[UInt8]>([])
+    }
+
+    private let descriptor: Int32
+    private let writeLock = NIOLock()
+    private let loopBatch = ThreadSpecificVariable<Batch>()
+    /// Every loop's batch, for `flush()`.
+    private let batches = NIOLockedValueBox<[Batch]>([])
+
+    init(descriptor: Int32) {
+        self.descriptor = descriptor
+    }
+
+    func write(_ line: String) {
+        guard let loop = MultiThreadedEventLoopGroup.currentEventLoop else {
+            var line = line
+            line.withUTF8 { writeNow($0) }
+            return
+        }
+        let batch = loopBatch.currentValue ?? newLoopBatch()
+        let (wasEmpty, isFull) = batch.bytes.withLockedValue { bytes in
+            let wasEmpty = bytes.isEmpty
+            bytes.append(contentsOf: line.utf8)
+            return (wasEmpty, bytes.count >= Self.batchLimit)
+        }
+        if isFull {
+            write(batch)
+        } else if wasEmpty {
+            // Runs after the I/O events the loop is handling now, in the same round.
+            loop.execute { self.write(batch) }
+        }
+    }
+
+    /// Writes every line the event loops still hold.
+    func flush() {
+        for batch in batches.withLockedValue({ $0 }) { write(batch) }
+    }
+
+    private func newLoopBatch() -> Batch {
+        let batch = Batch()
+        loopBatch.currentValue = batch
+        batches.withLockedValue { $0.append(batch) }
+        return batch
+    }
+
+    private func write(_ batch: Batch) {
+        // Taken under the write lock, so two writers of one batch (its loop and `flush()`)
+        // cannot put its lines out of order.
+        writeLock.withLock {
+            let bytes = batch.bytes.withLockedValue { bytes in
+                defer { bytes.removeAll(keepingCapacity: true) }
+                return bytes
+            }
+            bytes.withUnsafeBytes { writeAll($0) }
+        }
+    }
+
+    private func writeNow(_ buffer: UnsafeBufferPointer<UInt8>) {
+        writeLock.withLock { writeAll(UnsafeRawBufferPointer(buffer)) }
+    }
+
+    /// Writes all of `buffer`; the caller holds the write lock.
+    private func writeAll(_ buffer: UnsafeRawBufferPointer) {
+        guard let base = buffer.baseAddress else { return }
+        var offset = 0
+        while offset < buffer.count {
+            let written = Glibc.write(descriptor, base + offset, buffer.count - offset)
+            if written < 0 && errno == EINTR { continue }
+            if written <= 0 { return }
+            offset += written
+        }
+    }
+}

@@ -1,0 +1,101 @@
+import Foundation
+import Gateway
+import Logging
+import NIOCore
+import NIOPosix
+import Testing
+
+@testable import Issuers
+@testable import Main
+
+/// The access log as the binary writes it: built straight from the entry, it must be the very
+/// line the log handler makes of the `request` event, in both formats; and the sink that batches
+/// the event loops' lines must write every line whole and in its loop's order.
+@Suite("Access-log lines and the log sink")
+struct AccessLogLineTests {
+    static let entries: [AccessLogEntry] = [
+        AccessLogEntry(
+            identity: Identity(
+                username: "alice@example.com", groups: ["dev", "ops team"], uid: nil, issuerName: "corp",
+                expiresAt: 0),
+            method: "GET", path: "/api/v1/namespaces", status: 200, bytes: 1148, duration: .microseconds(1845),
+            upstreamLatency: .microseconds(1793), clientAddress: "127.0.0.1"),
+        AccessLogEntry(
+            identity: nil, method: "POST", path: "/api/v1/pods", status: 401, bytes: 129, duration: .milliseconds(2),
+            upstreamLatency: nil, clientAddress: nil),
+        AccessLogEntry(
+            identity: Identity(
+                username: "quote\" eq= tab\t nl\n", groups: [], uid: "u", issuerName: "idp \u{7F}",
+                expiresAt: 0),
+            method: "GET", path: "/api/v1/watch\u{1}x y", status: nil, bytes: 0, duration: .seconds(61),
+            upstreamLatency: .zero, clientAddress: "::1"),
+    ]
+
+    @Test("the direct line equals the log handler's line of the request event", arguments: LogFormat.allCases)
+    func sameLine(format: LogFormat) {
+        let time = Date(timeIntervalSince1970: 1_800_000_000.123)
+        for entry in Self.entries {
+            let direct = ProxyLogHandler.line(
+                format: format, time: time, level: .info, message: "request", fields: entry.fields)
+            let event = ProxyLogHandler.line(
+                format: format, time: time, level: .info, message: "request", metadata: entry.metadata)
+            #expect(direct == event)
+            #expect(direct.hasPrefix(format == .text ? "2027-01-15T08:00:00.123Z info request " : "{\"time\":"))
+            #expect(direct.filter { $0 == "\n" }.count == 1 && direct.hasSuffix("\n"))
+        }
+    }
+
+    @Test("timestamps: RFC 3339 UTC with milliseconds, across leap days and the millisecond edge")
+    func timestamps() {
+        #expect(ProxyLogHandler.timestamp(Date(timeIntervalSince1970: 0)) == "1970-01-01T00:00:00.000Z")
+        #expect(ProxyLogHandler.timestamp(Date(timeIntervalSince1970: 951_782_400.999)) == "2000-02-29T00:00:00.999Z")
+        #expect(ProxyLogHandler.timestamp(Date(timeIntervalSince1970: 4_102_444_799.5)) == "2099-12-31T23:59:59.500Z")
+    }
+
+    @Test("lines logged on event loops and off them are all written, whole, each loop's in its order")
+    func sinkBatches() async throws {
+        var descriptors: [Int32] = [0, 0]
+        #expect(pipe(&descriptors) == 0)
+        let (readEnd, writeEnd) = (descriptors[0], descriptors[1])
+        defer { close(readEnd) }
+        // A reader drains the pipe so the writers never block on a full one.
+        let collected = Task.detached { () -> [UInt8] in
+            var bytes: [UInt8] = []
+            var chunk = [UInt8](repeating: 0, count: 65_536)
+            while true {
+                let count = chunk.withUnsafeMutableBytes { read(readEnd, $0.baseAddress, $0.count) }
+                if count <= 0 { return bytes }
+                bytes += chunk[..<count]
+            }
+        }
+        let sink = LogSink(descriptor: writeEnd)
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        let perLoop = 3_000
+        let loops = [group.next(), group.next()]
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            for (index, loop) in loops.enumerated() {
+                tasks.addTask {
+                    try await loop.submit {
+                        for line in 0..<perLoop {
+                            sink.write("loop\(index) line\(line) " + String(repeating: "x", count: 80) + "\n")
+                        }
+                    }.get()
+                }
+            }
+            try await tasks.waitForAll()
+        }
+        sink.write("outside\n")
+        try await group.shutdownGracefully()
+        sink.flush()
+        close(writeEnd)
+        let lines = String(decoding: await collected.value, as: UTF8.self).split(separator: "\n")
+        #expect(lines.count == 2 * perLoop + 1)
+        #expect(lines.contains("outside"))
+        for index in 0..<2 {
+            let ofLoop = lines.filter { $0.hasPrefix("loop\(index) ") }
+            #expect(ofLoop.count == perLoop)
+            #expect(ofLoop.enumerated().allSatisfy { $0.element.hasPrefix("loop\(index) line\($0.offset) x") })
+            #expect(ofLoop.allSatisfy { $0.hasSuffix(String(repeating: "x", count: 80)) })
+        }
+    }
+}
