@@ -60,22 +60,12 @@ enum BearerToken {
 
     /// `authorization` in any case, compared without making a lowercased copy.
     private static func isAuthorization(_ name: String) -> Bool {
-        equalsIgnoringASCIICase(name.utf8, "authorization".utf8)
+        ASCIICaseInsensitive.equals(name, "authorization")
     }
 
-    /// `bearer` in any case. No character outside ASCII lowercases to one of its letters, so an
-    /// ASCII comparison is what Go's `strings.ToLower(parts[0]) == "bearer"` decides.
+    /// `bearer` in any case, as Go's `strings.ToLower(parts[0]) == "bearer"` decides.
     private static func isBearer(_ scheme: Substring.UTF8View.SubSequence) -> Bool {
-        equalsIgnoringASCIICase(scheme, "bearer".utf8)
-    }
-
-    private static func equalsIgnoringASCIICase(
-        _ bytes: some Collection<UInt8>, _ lowercase: String.UTF8View
-    ) -> Bool {
-        bytes.count == lowercase.count
-            && zip(bytes, lowercase).allSatisfy { byte, expected in
-                byte == expected || (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") && byte | 0x20 == expected)
-            }
+        ASCIICaseInsensitive.equals(scheme, "bearer")
     }
 
     private static func trimmingUnicodeWhiteSpace(_ value: String) -> Substring {

@@ -27,7 +27,11 @@ public final class HealthEndpoints: Sendable {
 
     /// Whether `path` (without query) is served here rather than proxied.
     static func handles(path: Substring) -> Bool {
-        path == "/healthz" || path == "/livez" || path == "/readyz" || path.hasPrefix("/readyz/")
+        // Every other request pays only for this: the byte after the slash starts no health path.
+        guard let second = path.utf8.dropFirst().first,
+            second == UInt8(ascii: "h") || second == UInt8(ascii: "l") || second == UInt8(ascii: "r")
+        else { return false }
+        return path == "/healthz" || path == "/livez" || path == "/readyz" || path.hasPrefix("/readyz/")
             || path.hasPrefix("/healthz/") || path.hasPrefix("/livez/")
     }
 

@@ -6,10 +6,15 @@ import NIOHTTP1
 /// dropped, and the verified identity is asserted with the proxy's own credential.
 enum ImpersonationHeaders {
     /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1, and `Proxy-*`).
-    private static let hopByHop: Set<String> = [
+    /// Lowercase; names are compared with `ASCIICaseInsensitive.equals`, byte by byte.
+    private static let hopByHop: [String] = [
         "connection", "keep-alive", "proxy-connection", "proxy-authorization", "proxy-authenticate", "te",
         "trailer", "transfer-encoding", "upgrade",
     ]
+
+    static func isHopByHop(_ name: String) -> Bool {
+        hopByHop.contains { ASCIICaseInsensitive.equals(name, $0) }
+    }
 
     /// The name of the first header by which a client asserts an identity of its own
     /// (`Impersonate-*`), which is answered 403; nil when there is none.
@@ -18,7 +23,7 @@ enum ImpersonationHeaders {
     }
 
     static func isImpersonationHeader(_ name: String) -> Bool {
-        name.utf8.count >= 12 && name.lowercased().hasPrefix("impersonate-")
+        ASCIICaseInsensitive.hasPrefix(name, "impersonate-")
     }
 
     /// Builds the upstream request head for `client`, asserting `identity`.
@@ -35,18 +40,23 @@ enum ImpersonationHeaders {
         var headers = HTTPHeaders()
         headers.reserveCapacity(client.headers.count + 4 + identity.groups.count)
         headers.add(name: "Host", value: authority)
+        var chunked = false
         for (name, value) in client.headers {
-            let lower = name.lowercased()
-            if hopByHop.contains(lower) || connectionTokens.contains(lower) || lower == "host"
-                || lower == "authorization" || lower == "x-forwarded-for" || lower.hasPrefix("impersonate-")
-                || lower.hasPrefix("x-remote-") || lower.hasPrefix("proxy-")
+            if ASCIICaseInsensitive.equals(name, "transfer-encoding") {
+                chunked = chunked || ASCIICaseInsensitive.listContains(value, "chunked")
+            }
+            if isHopByHop(name) || connectionTokens.contains(where: { ASCIICaseInsensitive.equals(name, $0) })
+                || ASCIICaseInsensitive.equals(name, "host") || ASCIICaseInsensitive.equals(name, "authorization")
+                || ASCIICaseInsensitive.equals(name, "x-forwarded-for")
+                || ASCIICaseInsensitive.hasPrefix(name, "impersonate-")
+                || ASCIICaseInsensitive.hasPrefix(name, "x-remote-") || ASCIICaseInsensitive.hasPrefix(name, "proxy-")
             {
                 continue
             }
             headers.add(name: name, value: value)
         }
         // The body was de-chunked by the decoder; keep its framing for the re-encoder.
-        if client.headers[canonicalForm: "transfer-encoding"].contains(where: { $0.lowercased() == "chunked" }) {
+        if chunked {
             headers.add(name: "Transfer-Encoding", value: "chunked")
         }
         if upgrade {
@@ -73,12 +83,17 @@ enum ImpersonationHeaders {
         let connectionTokens = connectionOptions(upstream)
         var headers = HTTPHeaders()
         headers.reserveCapacity(upstream.count)
+        var chunked = false
         for (name, value) in upstream {
-            let lower = name.lowercased()
-            if hopByHop.contains(lower) || connectionTokens.contains(lower) { continue }
+            if ASCIICaseInsensitive.equals(name, "transfer-encoding") {
+                chunked = chunked || ASCIICaseInsensitive.listContains(value, "chunked")
+            }
+            if isHopByHop(name) || connectionTokens.contains(where: { ASCIICaseInsensitive.equals(name, $0) }) {
+                continue
+            }
             headers.add(name: name, value: value)
         }
-        if upstream[canonicalForm: "transfer-encoding"].contains(where: { $0.lowercased() == "chunked" }) {
+        if chunked {
             headers.add(name: "Transfer-Encoding", value: "chunked")
         }
         if switchingProtocols {
@@ -88,12 +103,15 @@ enum ImpersonationHeaders {
         return headers
     }
 
-    /// The header names a `Connection` header lists, lowercased.
-    private static func connectionOptions(_ headers: HTTPHeaders) -> Set<String> {
-        var tokens: Set<String> = []
-        guard headers.contains(name: "connection") else { return tokens }
-        for value in headers[canonicalForm: "connection"] {
-            tokens.insert(value.lowercased())
+    /// The header names `Connection` headers list that are not hop-by-hop already (so the usual
+    /// `keep-alive` or `upgrade` leaves it empty and allocates nothing), lowercased.
+    private static func connectionOptions(_ headers: HTTPHeaders) -> [String] {
+        var tokens: [String] = []
+        for (name, value) in headers where ASCIICaseInsensitive.equals(name, "connection") {
+            ASCIICaseInsensitive.forEachListItem(in: value) { item in
+                let token = String(decoding: item, as: UTF8.self).lowercased()
+                if !isHopByHop(token) && !tokens.contains(token) { tokens.append(token) }
+            }
         }
         return tokens
     }

@@ -18,7 +18,8 @@ enum RequestHeadPolicy {
             return Refusal(status: status, closesConnection: head.version.major < 2)
         }
         guard head.version.major == 1 else { return nil }
-        let hosts = head.headers["host"].count
+        var hosts = 0
+        for (name, _) in head.headers where ASCIICaseInsensitive.equals(name, "host") { hosts += 1 }
         if hosts > 1 || (hosts == 0 && head.version.minor >= 1) {
             let message = hosts > 1 ? "too many Host headers" : "missing required Host header"
             return Refusal(status: .badRequest(message), closesConnection: true)

@@ -73,6 +73,40 @@ struct RequestScreeningTests {
         #expect(!head.headers.contains(name: "Connection"))
     }
 
+    @Test("header names in any case, and Connection and Transfer-Encoding lists with spaces, tabs and empty items")
+    func headerCaseAndLists() throws {
+        let decision = screen(
+            .POST, "/api/v1/namespaces",
+            headers: [
+                ("AUTHORIZATION", "Bearer \(try token())"), ("connection", " Keep-Alive ,,\tx-DROP-me\t"),
+                ("X-Drop-Me", "1"), ("x-REMOTE-group", "admin"), ("PROXY-Thing", "1"), ("hOsT", "elsewhere"),
+                ("X-Forwarded-FOR", "10.0.0.1"), ("Transfer-Encoding", "gzip, CHUNKED"), ("TE", "trailers"),
+                ("X-Dropped-Not", "kept"), ("X-Connection-Like", "kept"),
+            ])
+        guard case .forwarded(let head, _) = decision else {
+            Issue.record("not forwarded: \(decision)")
+            return
+        }
+        #expect(head.headers["Host"] == ["api:6443"])
+        #expect(head.headers["Authorization"] == ["Bearer proxy"])
+        #expect(head.headers["X-Forwarded-For"] == ["192.0.2.1"])
+        for dropped in ["Connection", "X-Drop-Me", "X-Remote-Group", "Proxy-Thing", "TE", "Keep-Alive"] {
+            #expect(!head.headers.contains(name: dropped), "\(dropped) was forwarded")
+        }
+        // The decoder removed the chunked framing; the rewrite keeps it for the re-encoder.
+        #expect(head.headers["Transfer-Encoding"] == ["chunked"])
+        #expect(head.headers["X-Dropped-Not"] == ["kept"] && head.headers["X-Connection-Like"] == ["kept"])
+
+        // "chunked" only as a whole list item, in any case.
+        let notChunked = screen(
+            .POST, headers: [("Authorization", "Bearer \(try token())"), ("Transfer-Encoding", "xchunked, chunkedx")])
+        guard case .forwarded(let plain, _) = notChunked else {
+            Issue.record("not forwarded: \(notChunked)")
+            return
+        }
+        #expect(!plain.headers.contains(name: "Transfer-Encoding"))
+    }
+
     @Test("refusals: impersonation 403, no or several tokens 401, a reserved name 403, an upgrade on HTTP/2 400")
     func refused() throws {
         let bearer = ("Authorization", "Bearer \(try token())")
