@@ -142,7 +142,9 @@ struct HeaderHygieneTests {
                 "impersonate-user: a", "IMPERSONATE-GROUP: b", "Impersonate-Uid:c", "Impersonate-Extra-X:  d",
             ] {
                 let response = try await RawHTTPClient.send(
-                    "GET /version HTTP/1.1\r\nHost: p\r\nAuthorization: Bearer \(token)\r\n\(header)\r\n\r\n",
+                    // Connection: close, so the answer ends with the connection, not the client's timeout.
+                    "GET /version HTTP/1.1\r\nHost: p\r\nConnection: close\r\nAuthorization: Bearer \(token)\r\n"
+                        + "\(header)\r\n\r\n",
                     port: harness.port)
                 #expect(response.status == 403, "\(header)")
             }
