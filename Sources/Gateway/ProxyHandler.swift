@@ -9,8 +9,11 @@ import Synchronization
 /// request, and relays it to the API server on a pooled connection of the same event loop,
 /// streaming both bodies with backpressure (a side that cannot take bytes stops the other's reads).
 ///
-/// `HTTPServerPipelineHandler` sits before this handler, so requests arrive one at a time:
-/// the next head comes only after this handler has written the previous response's `.end`.
+/// Requests are served one at a time, in order. A request the client pipelines behind one still
+/// in progress waits, with its parts, in `queued` (and the connection is not read meanwhile)
+/// until the exchange before it is finished. This handler does that itself, rather than NIO's
+/// `HTTPServerPipelineHandler`, which stops and restarts reading the socket around every
+/// response: two `epoll_ctl` calls per request for the clients that never pipeline.
 final class ProxyHandler: ChannelDuplexHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundIn = HTTPServerResponsePart
@@ -89,6 +92,11 @@ final class ProxyHandler: ChannelDuplexHandler {
     /// HTTP/2 stream, where there is no upgrading.
     private let clientSplice: SpliceHandler?
     private var state = State.idle
+    /// Parts of requests pipelined behind the exchange in progress, from the first one's head on.
+    private var queued = CircularBuffer<HTTPServerRequestPart>()
+    private var deliveringQueued = false
+    /// The server is shutting down: finish the exchange in progress, then close.
+    private var quiescing = false
     private var context: ChannelHandlerContext?
     private var readPending = false
     /// The client half-closed: finish the exchange in progress, then close.
@@ -152,7 +160,27 @@ final class ProxyHandler: ChannelDuplexHandler {
     // MARK: Client → proxy
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
+        let part = unwrapInboundIn(data)
+        if !queued.isEmpty || (part.isHead && !isIdle) {
+            switch state {
+            case .closed, .spliced:
+                break
+            default:
+                // Quiescing, only the exchange in progress is finished; what follows is dropped.
+                if !quiescing { queued.append(part) }
+            }
+            return
+        }
+        deliver(part)
+    }
+
+    private var isIdle: Bool {
+        if case .idle = state { return true }
+        return false
+    }
+
+    private func deliver(_ part: HTTPServerRequestPart) {
+        switch part {
         case .head(let head):
             receiveHead(head)
         case .body(let body):
@@ -170,6 +198,7 @@ final class ProxyHandler: ChannelDuplexHandler {
     func channelInactive(context: ChannelHandlerContext) {
         idleTimer?.cancel()
         responseTimer?.cancel()
+        queued.removeAll()
         switch state {
         case .forwarding(let exchange, let upstream):
             upstream.handler.close()
@@ -186,9 +215,26 @@ final class ProxyHandler: ChannelDuplexHandler {
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let event = event as? ChannelEvent, case .inputClosed = event {
             clientInputClosed = true
-            if case .idle = state {
+            if isIdle && queued.isEmpty {
                 state = .closed
                 context.close(promise: nil)
+            }
+            return
+        }
+        // An HTTP/2 stream carries one request, and its connection's handler quiesces for it.
+        if event is ChannelShouldQuiesceEvent, clientSplice != nil {
+            // Graceful shutdown: an idle connection closes now; one with an exchange in progress
+            // finishes it (its response says `Connection: close` if not yet begun) and closes.
+            quiescing = true
+            queued.removeAll()
+            switch state {
+            case .idle:
+                state = .closed
+                context.close(promise: nil)
+            case .authenticating(let exchange), .connecting(let exchange), .forwarding(let exchange, _):
+                exchange.closesConnection = true
+            case .draining, .spliced, .closed:
+                break
             }
             return
         }
@@ -212,7 +258,9 @@ final class ProxyHandler: ChannelDuplexHandler {
 
     /// Whether more request bytes can be taken now.
     private var wantsClientBytes: Bool {
-        switch state {
+        // Pipelined requests wait in `queued`; nothing more is read until they are served.
+        guard queued.isEmpty else { return false }
+        return switch state {
         case .idle, .draining, .closed, .spliced: true
         case .authenticating, .connecting: false
         case .forwarding(_, let upstream): upstream.channel.isWritable
@@ -417,8 +465,8 @@ final class ProxyHandler: ChannelDuplexHandler {
             exchange.responseBytes = body.utf8.count
             logAccess(exchange)
         }
-        // The state moves before `.end` is written: writing it lets the pipelining handler
-        // deliver the client's next request at once, which must find this exchange finished.
+        // The state moves before `.end` is written, so whatever the write sets off finds this
+        // exchange finished.
         let requestEnded = exchange?.requestEnded ?? false
         state = requestEnded ? .idle : .draining(keepAlive: keepAlive)
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
@@ -429,16 +477,41 @@ final class ProxyHandler: ChannelDuplexHandler {
         }
     }
 
-    /// The response and the request are both complete: wait for the next request, or close.
+    /// The response and the request are both complete: serve the next pipelined request, wait
+    /// for the next one, or close.
     private func finishExchange(keepAlive: Bool) {
-        if !keepAlive || clientInputClosed {
+        if !keepAlive || quiescing || (clientInputClosed && queued.isEmpty) {
             state = .closed
+            queued.removeAll()
             context?.close(promise: nil)
             return
         }
         if case .draining = state { state = .idle }
-        if case .idle = state { armIdleTimeout() }
+        deliverQueued()
+        if case .idle = state {
+            if clientInputClosed && queued.isEmpty {
+                state = .closed
+                context?.close(promise: nil)
+                return
+            }
+            armIdleTimeout()
+        }
         resumeClientReadsIfWanted()
+    }
+
+    /// Delivers the queued parts of pipelined requests: each head once the exchange before it is
+    /// finished, the parts after a head as they come. A nested call (a queued request answered
+    /// at once) returns; the outer loop goes on.
+    private func deliverQueued() {
+        guard !deliveringQueued else { return }
+        deliveringQueued = true
+        defer { deliveringQueued = false }
+        while let next = queued.first, !next.isHead || isIdle {
+            queued.removeFirst()
+            deliver(next)
+        }
+        // Outside a read there is no `channelReadComplete` to flush what went upstream.
+        if case .forwarding(_, let upstream) = state { upstream.handler.flush() }
     }
 
     private func upstreamFailed(_ exchange: Exchange, _ failure: UpstreamFailure) {
@@ -534,6 +607,8 @@ extension ProxyHandler: UpstreamResponseDelegate {
         logAccess(exchange)
         gateway.metrics.upgradeOpened(until: context.channel.closeFuture)
         state = .spliced
+        // Bytes pipelined behind the upgrade request were parsed as HTTP; they are dropped.
+        queued.removeAll()
         clientSplice?.idleTimeout = gateway.upgradeIdleTimeout
         gateway.logger.debug(
             "upgraded connection spliced", metadata: ["path": "\(Self.path(of: exchange.head.uri))"])
@@ -551,5 +626,12 @@ extension ProxyHandler: UpstreamResponseDelegate {
     func upstreamFailed(_ failure: UpstreamFailure) {
         guard case .forwarding(let exchange, _) = state else { return }
         upstreamFailed(exchange, failure)
+    }
+}
+
+extension HTTPServerRequestPart {
+    fileprivate var isHead: Bool {
+        if case .head = self { return true }
+        return false
     }
 }

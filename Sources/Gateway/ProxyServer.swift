@@ -92,8 +92,10 @@ public final class ProxyServer: Sendable {
         limits.maxHeaderListSize = maximumHeaderBytes
         limits.maxHeaderFieldSize = maximumHeaderBytes
         limits.maxHeaderFieldCount = 512
+        // No pipelining assistance: `ProxyHandler` queues pipelined requests itself, without
+        // stopping and restarting the socket's reads around every response.
         try pipeline.configureHTTPServerPipeline(
-            withPipeliningAssistance: true, withErrorHandling: false, withOutboundHeaderValidation: true,
+            withPipeliningAssistance: false, withErrorHandling: false, withOutboundHeaderValidation: true,
             withEncoderConfiguration: .init(), withDecoderLimitConfiguration: limits)
         try pipeline.addHandler(ProtocolErrorHandler())
         try pipeline.addHandler(ProxyHandler(gateway: gateway, clientSplice: splice))

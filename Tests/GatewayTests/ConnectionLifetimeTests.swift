@@ -53,3 +53,35 @@ struct ConnectionLifetimeTests {
         }
     }
 }
+
+@Suite("Draining client connections")
+struct DrainingConnectionTests {
+    @Test("a drain closes an idle keep-alive connection at once, and ends one mid-request after its response")
+    func drainClosesConnections() async throws {
+        try await ProxyHarness.run { harness in
+            let token = try harness.issuer.mint()
+            let idle = try await RawConnection.connect(port: harness.port)
+            try await idle.send("GET /version HTTP/1.1\r\nHost: p\r\nAuthorization: Bearer \(token)\r\n\r\n")
+            #expect(try await idle.wait { $0.text.contains("gitVersion") })
+            let busy = try await RawConnection.connect(port: harness.port)
+            try await busy.send(
+                "GET /testbed/delay?ms=1000 HTTP/1.1\r\nHost: p\r\nAuthorization: Bearer \(token)\r\n\r\n"
+                    + "GET /version HTTP/1.1\r\nHost: p\r\nAuthorization: Bearer \(token)\r\n\r\n")
+            for _ in 0..<200 where !harness.api.requests.contains(where: { $0.path == "/testbed/delay" }) {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            let drained = Task { await harness.server.drain(deadline: .seconds(10)) }
+            #expect(try await idle.wait(timeout: .seconds(2)) { $0.peerFinished }, "the idle connection stayed open")
+            #expect(!busy.peerFinished)
+            #expect(try await busy.wait { $0.peerFinished })
+            #expect(await drained.value)
+            // The response in flight is whole and says the connection ends; the request pipelined
+            // behind it is not served.
+            #expect(busy.text.hasPrefix("HTTP/1.1 200 OK\r\n"), "got: \(busy.text)")
+            #expect(busy.text.lowercased().contains("connection: close"))
+            #expect(busy.text.contains(#""delayed":true"#))
+            #expect(busy.text.components(separatedBy: "HTTP/1.1 ").count == 2, "got: \(busy.text)")
+            #expect(harness.api.requests.filter { $0.path == "/version" }.count == 1)
+        }
+    }
+}

@@ -150,6 +150,36 @@ struct AdversarialHTTPTests {
         }
     }
 
+    @Test(
+        "pipelined requests in one write: answered in order, a health check among them; a malformed one after them gets 400 last"
+    )
+    func pipelinedInOrder() async throws {
+        try await RunningProxy.run { proxy in
+            let before = proxy.api.requests.count
+            let connection = try await RawConnection.connect(port: proxy.port)
+            let health = "GET /healthz HTTP/1.1\r\nHost: proxy\r\n\r\n"
+            let pipelined =
+                try proxy.request("/version", close: false) + proxy.request("/api/v1/namespaces", close: false)
+                + health + proxy.request("/version", close: false) + "NOT HTTP AT ALL\r\n\r\n"
+            try await connection.send(pipelined)
+            #expect(try await connection.wait { $0.peerFinished }, "got: \(connection.text)")
+            let text = connection.text
+            // A body has no line end of its own: the next status line follows it directly.
+            let statuses = text.components(separatedBy: "HTTP/1.1 ").dropFirst().map { $0.prefix(3) }
+            #expect(statuses == ["200", "200", "200", "200", "400"], "got: \(text)")
+            // Each body follows its own head: version, namespaces, ok, version, then the 400.
+            let markers = ["gitVersion", "NamespaceList", "\r\n\r\nok", "gitVersion", "malformed HTTP request"]
+            var searchFrom = text.startIndex
+            for marker in markers {
+                let found = try #require(text.range(of: marker, range: searchFrom..<text.endIndex), "\(marker)")
+                searchFrom = found.upperBound
+            }
+            let seen = proxy.api.requests.dropFirst(before)
+            #expect(seen.map(\.path) == ["/version", "/api/v1/namespaces", "/version"])
+            try await proxy.expectServing()
+        }
+    }
+
     @Test("a 101 to a request that asked for no upgrade: 502 Status, never spliced, the proxy serves on")
     func bogusSwitchingProtocols() async throws {
         try await RunningProxy.run { proxy in
