@@ -2,10 +2,6 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 
-#if canImport(Glibc)
-    import Glibc
-#endif
-
 /// Where log lines go: a file descriptor (standard error). A line logged on one of NIO's event
 /// loops joins that loop's batch, which is written with one `write(2)` when the loop has
 /// finished its current round of I/O: a loop that served many requests in one wake-up writes
@@ -72,23 +68,11 @@ final class LogSink: Sendable {
                 defer { bytes.removeAll(keepingCapacity: true) }
                 return bytes
             }
-            bytes.withUnsafeBytes { writeAll($0) }
+            bytes.withUnsafeBytes { StandardStream.write($0, to: descriptor) }
         }
     }
 
     private func writeNow(_ buffer: UnsafeBufferPointer<UInt8>) {
-        writeLock.withLock { writeAll(UnsafeRawBufferPointer(buffer)) }
-    }
-
-    /// Writes all of `buffer`; the caller holds the write lock.
-    private func writeAll(_ buffer: UnsafeRawBufferPointer) {
-        guard let base = buffer.baseAddress else { return }
-        var offset = 0
-        while offset < buffer.count {
-            let written = Glibc.write(descriptor, base + offset, buffer.count - offset)
-            if written < 0 && errno == EINTR { continue }
-            if written <= 0 { return }
-            offset += written
-        }
+        writeLock.withLock { StandardStream.write(UnsafeRawBufferPointer(buffer), to: descriptor) }
     }
 }
