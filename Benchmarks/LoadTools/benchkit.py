@@ -14,11 +14,6 @@
                         prints MB/s echoed (bytes received back per second).
   spdy-idle URL TOKEN N SECONDS
                         open N SPDY/3.1 upgrades (plain HTTP), print "held K", hold SECONDS.
-  latency URL TOKEN RATE SECONDS [CONNECTIONS]
-                        GET URL at a fixed total RATE (requests/s) over CONNECTIONS (16) keep-alive
-                        connections, each paced on its own schedule, for SECONDS after a one-second
-                        warm-up; prints "latency N p50_us p99_us errors", the time from writing a
-                        request to reading the last byte of its response.
 """
 import asyncio
 import base64
@@ -251,68 +246,6 @@ async def open_watch(url, token):
     return reader, writer
 
 
-async def read_response(reader):
-    """Reads one HTTP/1.1 response (Content-Length or chunked); returns its status code."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split(" ")[1])
-    headers = {}
-    for line in lines[1:]:
-        if ":" in line:
-            name, value = line.split(":", 1)
-            headers[name.strip().lower()] = value.strip()
-    if headers.get("transfer-encoding", "").lower() == "chunked":
-        while True:
-            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
-            await reader.readexactly(size + 2)
-            if size == 0:
-                break
-    else:
-        await reader.readexactly(int(headers.get("content-length", "0")))
-    return status
-
-
-async def fixed_rate(url, token, rate, seconds, connections, tls_ctx):
-    u = urlsplit(url)
-    target = u.path + ("?" + u.query if u.query else "")
-    request = (f"GET {target} HTTP/1.1\r\nHost: {u.netloc}\r\nAuthorization: Bearer {token}\r\n"
-               f"Accept: application/json\r\n\r\n").encode()
-    interval = connections / rate
-    start = time.monotonic() + 0.2
-    warm_until = start + 1.0
-    stop = warm_until + seconds
-    samples = []
-    errors = 0
-
-    async def one(index):
-        nonlocal errors
-        reader, writer = await open_stream(url, tls_ctx)
-        slot = start + index * interval / connections
-        while slot < stop:
-            delay = slot - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            sent = time.perf_counter_ns()
-            writer.write(request)
-            status = await read_response(reader)
-            elapsed = time.perf_counter_ns() - sent
-            if slot >= warm_until:
-                if status == 200:
-                    samples.append(elapsed)
-                else:
-                    errors += 1
-            slot += interval
-        writer.close()
-
-    await asyncio.gather(*(one(i) for i in range(connections)))
-    samples.sort()
-    if not samples:
-        print(f"latency 0 0 0 {errors}", flush=True)
-        return
-    pick = lambda q: samples[min(len(samples) - 1, int(q * len(samples)))] / 1000
-    print(f"latency {len(samples)} {pick(0.5):.0f} {pick(0.99):.0f} {errors}", flush=True)
-
-
 def main():
     args = sys.argv[1:]
     cmd = args[0]
@@ -334,15 +267,6 @@ def main():
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
         asyncio.run(spdy_throughput(url, token, secs, ctx))
-    elif cmd == "latency":
-        url, token, rate, secs = args[1], args[2], float(args[3]), float(args[4])
-        connections = int(args[5]) if len(args) > 5 else 16
-        ctx = None
-        if url.startswith("https:"):
-            ctx = ssl.create_default_context()
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        asyncio.run(fixed_rate(url, token, rate, secs, connections, ctx))
     else:
         sys.exit(__doc__)
 
