@@ -48,6 +48,12 @@ public struct AccessLogEntry: Sendable {
         ]
     }
 
+    /// Whole microseconds, never negative (durations come from a monotonic clock; a negative
+    /// one would be a bug, logged as 0 rather than as a malformed number).
+    public static func microseconds(_ duration: Duration) -> Int64 {
+        max(0, duration.components.seconds * 1_000_000 + duration.components.attoseconds / 1_000_000_000_000)
+    }
+
     /// The fields as the metadata of the `request` log event.
     public var metadata: Logger.Metadata {
         Dictionary(uniqueKeysWithValues: fields.map { ($0.name, Logger.MetadataValue.string($0.value)) })
@@ -55,7 +61,7 @@ public struct AccessLogEntry: Sendable {
 
     /// Milliseconds with microsecond precision, e.g. `12.345`.
     static func milliseconds(_ duration: Duration) -> String {
-        let micros = duration.components.seconds * 1_000_000 + duration.components.attoseconds / 1_000_000_000_000
+        let micros = microseconds(duration)
         let fraction = String(micros % 1000)
         return "\(micros / 1000)." + String(repeating: "0", count: 3 - fraction.count) + fraction
     }

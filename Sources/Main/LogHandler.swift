@@ -179,13 +179,14 @@ struct ProxyLogHandler: LogHandler {
 }
 
 /// The access log as the proxy writes it: the same line `ProxyLogHandler` makes of a `request`
-/// event with the entry's metadata, built straight from the entry's fields.
+/// event with the entry's metadata, written as bytes straight from the entry
+/// (`AccessLogLineBytes`).
 struct AccessLogLines: AccessLogWriter {
     let format: LogFormat
     let sink: LogSink
 
     func write(_ entry: AccessLogEntry) {
-        sink.write(
-            ProxyLogHandler.line(format: format, time: Date(), level: .info, message: "request", fields: entry.fields))
+        let time = Date()
+        sink.write { AccessLogLineBytes.append(entry, format: format, time: time, to: &$0) }
     }
 }

@@ -29,15 +29,22 @@ final class LogSink: Sendable {
     }
 
     func write(_ line: String) {
+        write { $0.append(contentsOf: line.utf8) }
+    }
+
+    /// Writes the line (or lines, newlines included) that `build` appends: on an event loop
+    /// straight into that loop's batch, with no string in between.
+    func write(_ build: (inout [UInt8]) -> Void) {
         guard let loop = MultiThreadedEventLoopGroup.currentEventLoop else {
-            var line = line
-            line.withUTF8 { writeNow($0) }
+            var bytes: [UInt8] = []
+            build(&bytes)
+            bytes.withUnsafeBufferPointer { writeNow($0) }
             return
         }
         let batch = loopBatch.currentValue ?? newLoopBatch()
         let (wasEmpty, isFull) = batch.bytes.withLockedValue { bytes in
             let wasEmpty = bytes.isEmpty
-            bytes.append(contentsOf: line.utf8)
+            build(&bytes)
             return (wasEmpty, bytes.count >= Self.batchLimit)
         }
         if isFull {

@@ -29,6 +29,29 @@ struct AccessLogLineTests {
                 expiresAt: 0),
             method: "GET", path: "/api/v1/watch\u{1}x y", status: nil, bytes: 0, duration: .seconds(61),
             upstreamLatency: .zero, clientAddress: "::1"),
+        // Hostile and unusual values: empty groups that still join to something, back slashes,
+        // carriage returns, every control character's escape, non-ASCII and an emoji, a
+        // negative duration (a clock bug must not make a malformed number).
+        AccessLogEntry(
+            identity: Identity(
+                username: "José 🚀\\", groups: ["", ""], uid: nil, issuerName: "", expiresAt: 0),
+            method: "PATCH", path: "/api/v1/ñ=\r\u{0}\u{1F}", status: 599, bytes: 9_223_372_036_854_775_807,
+            duration: .nanoseconds(-5_000), upstreamLatency: .nanoseconds(999), clientAddress: "10.0.0.1"),
+        AccessLogEntry(
+            identity: Identity(
+                username: "bob", groups: [""], uid: nil, issuerName: "a=b", expiresAt: 0),
+            method: "GET", path: "", status: 200, bytes: -1, duration: .seconds(3_600),
+            upstreamLatency: .microseconds(1), clientAddress: ""),
+        AccessLogEntry(
+            identity: Identity(
+                username: "\u{7F}", groups: ["a,b", "plain", "tab\there", "quo\"te", "\u{2028}"], uid: nil,
+                issuerName: "corp", expiresAt: 0),
+            method: "DELETE", path: "/apis/x", status: 204, bytes: 0, duration: .zero, upstreamLatency: nil,
+            clientAddress: "[::1]:5"),
+        AccessLogEntry(
+            identity: Identity(username: "carol", groups: ["dev"], uid: nil, issuerName: "corp", expiresAt: 0),
+            method: "GET", path: "/api", status: 200, bytes: 10, duration: .microseconds(999_999),
+            upstreamLatency: .milliseconds(1), clientAddress: "127.0.0.1"),
     ]
 
     @Test("the direct line equals the log handler's line of the request event", arguments: LogFormat.allCases)
@@ -43,6 +66,58 @@ struct AccessLogLineTests {
             #expect(direct.hasPrefix(format == .text ? "2027-01-15T08:00:00.123Z info request " : "{\"time\":"))
             #expect(direct.filter { $0 == "\n" }.count == 1 && direct.hasSuffix("\n"))
         }
+    }
+
+    @Test(
+        "the line the proxy writes as bytes is the log handler's line, hostile values included",
+        arguments: LogFormat.allCases)
+    func bytesEqualHandlerLine(format: LogFormat) {
+        let time = Date(timeIntervalSince1970: 1_800_000_000.123)
+        for entry in Self.entries {
+            var bytes: [UInt8] = []
+            AccessLogLineBytes.append(entry, format: format, time: time, to: &bytes)
+            let expected = ProxyLogHandler.line(
+                format: format, time: time, level: .info, message: "request", metadata: entry.metadata)
+            #expect(String(decoding: bytes, as: UTF8.self) == expected)
+            #expect(bytes.filter { $0 == UInt8(ascii: "\n") }.count == 1 && bytes.last == UInt8(ascii: "\n"))
+        }
+        // Two entries into one batch: each appends its own line, whole.
+        var batch: [UInt8] = []
+        AccessLogLineBytes.append(Self.entries[0], format: format, time: time, to: &batch)
+        AccessLogLineBytes.append(Self.entries[1], format: format, time: time, to: &batch)
+        #expect(batch.filter { $0 == UInt8(ascii: "\n") }.count == 2)
+    }
+
+    @Test("a JSON access-log line is one JSON object whose fields are the entry's")
+    func jsonLineParses() throws {
+        let time = Date(timeIntervalSince1970: 1_800_000_000.123)
+        for entry in Self.entries {
+            var bytes: [UInt8] = []
+            AccessLogLineBytes.append(entry, format: .json, time: time, to: &bytes)
+            let object = try #require(try JSONSerialization.jsonObject(with: Data(bytes)) as? [String: String])
+            #expect(object["message"] == "request" && object["level"] == "info")
+            #expect(object["user"] == (entry.identity?.username ?? "-"))
+            #expect(object["groups"] == (entry.identity?.groups ?? []).joined(separator: ","))
+            #expect(object["path"] == String(entry.path))
+            #expect(object["bytes"] == String(entry.bytes))
+        }
+    }
+
+    @Test("durations: milliseconds with three decimals, never negative")
+    func durations() {
+        #expect(AccessLogEntry.microseconds(.nanoseconds(-5_000)) == 0)
+        let line = { (duration: Duration) -> String in
+            var bytes: [UInt8] = []
+            let entry = AccessLogEntry(
+                identity: nil, method: "GET", path: "/", status: 200, bytes: 0, duration: duration,
+                upstreamLatency: nil, clientAddress: nil)
+            AccessLogLineBytes.append(entry, format: .text, time: Date(timeIntervalSince1970: 0), to: &bytes)
+            return String(decoding: bytes, as: UTF8.self)
+        }
+        #expect(line(.microseconds(1_845)).contains(" duration_ms=1.845 "))
+        #expect(line(.microseconds(7)).contains(" duration_ms=0.007 "))
+        #expect(line(.seconds(61)).contains(" duration_ms=61000.000 "))
+        #expect(line(.nanoseconds(-1)).contains(" duration_ms=0.000 "))
     }
 
     @Test("timestamps: RFC 3339 UTC with milliseconds, across leap days and the millisecond edge")
