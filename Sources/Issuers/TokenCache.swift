@@ -5,6 +5,7 @@ import CCryptoBoringSSL
 import Crypto
 import FoundationEssentials
 import NIOConcurrencyHelpers
+import NIOCore
 import Synchronization
 
 /// The identities of recently verified tokens, so a client sending the same token on every
@@ -16,8 +17,9 @@ import Synchronization
 /// - An entry is served for at most `ttl` after the verification that made it, and never once
 ///   the token's `exp` has passed.
 /// - Only successful verifications are inserted; a refusal is always recomputed.
-/// - At most `capacity` entries are held: a full stripe first drops its stale entries, then
-///   its oldest one.
+/// - At most `capacity` entries are held: a full stripe drops its oldest entry, in O(1). Entries
+///   age in insertion order, so those past their TTL are always the oldest; an entry past its
+///   token's `exp` (or its TTL) is also dropped when a lookup finds it.
 /// - A cache belongs to one `IssuerSet`: a reload builds a new set with a new, empty cache, so
 ///   no identity mapped under an old configuration is served after the swap.
 ///
@@ -52,7 +54,28 @@ public final class TokenCache: Sendable {
 
     private struct Stripe {
         var entries: [Key: Entry] = [:]
+        /// Every insertion in order, oldest first: the entry to drop when the stripe is full.
+        /// An insertion whose entry has since been dropped or replaced stays until it reaches
+        /// the front (its sequence no longer matches), or until `compact()` when the queue has
+        /// grown to twice the capacity: O(1) amortized per insertion either way.
+        var insertions = CircularBuffer<(key: Key, sequence: UInt64)>()
         var nextSequence: UInt64 = 0
+
+        /// Drops the oldest entry still held.
+        mutating func dropOldest() {
+            while let oldest = insertions.popFirst() {
+                if entries[oldest.key]?.sequence == oldest.sequence {
+                    entries[oldest.key] = nil
+                    return
+                }
+            }
+        }
+
+        /// Forgets the insertions whose entries are gone.
+        mutating func compact() {
+            let entries = self.entries
+            insertions.removeAll { entries[$0.key]?.sequence != $0.sequence }
+        }
     }
 
     /// SHA-256 states after absorbing the HMAC key XOR ipad and XOR opad (RFC 2104): copying
@@ -92,6 +115,11 @@ public final class TokenCache: Sendable {
     /// The number of entries held, stale ones included.
     public var count: Int {
         stripes.reduce(0) { total, stripe in total + stripe.withLockedValue { $0.entries.count } }
+    }
+
+    /// The insertions remembered for eviction, live or not: bounded by twice the capacity.
+    var insertionRecords: Int {
+        stripes.reduce(0) { total, stripe in total + stripe.withLockedValue { $0.insertions.count } }
     }
 
     private static func sha256State(absorbing block: [UInt8]) -> SHA256_CTX {
@@ -147,17 +175,12 @@ public final class TokenCache: Sendable {
         let capacity = capacityPerStripe
         stripe(for: key).withLockedValue { stripe in
             if stripe.entries[key] == nil && stripe.entries.count >= capacity {
-                stripe.entries = stripe.entries.filter { _, entry in
-                    now < entry.freshUntil && now <= entry.identity.expiresAt
-                }
-                if stripe.entries.count >= capacity,
-                    let oldest = stripe.entries.min(by: { $0.value.sequence < $1.value.sequence })
-                {
-                    stripe.entries[oldest.key] = nil
-                }
+                stripe.dropOldest()
             }
             stripe.nextSequence += 1
             stripe.entries[key] = Entry(identity: identity, freshUntil: freshUntil, sequence: stripe.nextSequence)
+            stripe.insertions.append((key, stripe.nextSequence))
+            if stripe.insertions.count > 2 * capacity { stripe.compact() }
         }
     }
 }

@@ -108,6 +108,55 @@ struct TokenCacheTests {
         #expect(cache.identity(for: cache.key(for: older), now: 1006) == nil)
     }
 
+    /// Tokens whose keys fall in one stripe, for tests of a stripe's eviction order.
+    private func tokensSharingAStripe(_ count: Int, in cache: TokenCache) -> [String] {
+        var byStripe: [UInt64: [String]] = [:]
+        for index in 0... {
+            let token = "token-\(index)"
+            let stripe = cache.key(for: token).words.0 & UInt64(TokenCache.stripeCount - 1)
+            byStripe[stripe, default: []].append(token)
+            if byStripe[stripe]!.count == count { return byStripe[stripe]! }
+        }
+        return []
+    }
+
+    @Test("a full stripe drops its oldest entry; a token inserted again counts as new")
+    func evictsOldestInInsertionOrder() throws {
+        // Four entries per stripe.
+        let cache = try #require(TokenCache(ttl: .seconds(600), capacity: 4 * TokenCache.stripeCount))
+        let tokens = tokensSharingAStripe(6, in: cache)
+        for (index, token) in tokens[0..<4].enumerated() {
+            cache.insert(identity("user-\(index)"), for: cache.key(for: token), now: 1000 + Double(index))
+        }
+        // Verified again (a new entry for the same token): now the newest of the stripe.
+        cache.insert(identity("user-0"), for: cache.key(for: tokens[0]), now: 1010)
+        cache.insert(identity("user-4"), for: cache.key(for: tokens[4]), now: 1011)
+        cache.insert(identity("user-5"), for: cache.key(for: tokens[5]), now: 1012)
+        let served = tokens.map { cache.identity(for: cache.key(for: $0), now: 1013)?.username }
+        #expect(served == ["user-0", nil, nil, "user-3", "user-4", "user-5"])
+        #expect(cache.count == 4)
+    }
+
+    @Test("the eviction bookkeeping stays bounded when the same tokens are verified again and again")
+    func bookkeepingBounded() throws {
+        let cache = try #require(TokenCache(ttl: .seconds(600), capacity: 64))
+        for round in 0..<5_000 {
+            let key = cache.key(for: "token-\(round % 3)")
+            cache.insert(identity(), for: key, now: 1000 + Double(round) * 0.01)
+            // Entries found stale by lookups leave their insertions behind too.
+            _ = cache.identity(for: key, now: 1000 + Double(round) * 0.01 + 601)
+        }
+        #expect(cache.count == 0)
+        #expect(cache.insertionRecords <= 2 * 64 + TokenCache.stripeCount)
+        // And a full cache keeps working after compactions: the newest token is served.
+        for index in 0..<1_000 {
+            cache.insert(identity("user-\(index)"), for: cache.key(for: "other-\(index)"), now: 2000)
+        }
+        #expect(cache.count <= 64)
+        #expect(cache.identity(for: cache.key(for: "other-999"), now: 2000)?.username == "user-999")
+        #expect(cache.insertionRecords <= 2 * 64 + TokenCache.stripeCount)
+    }
+
     @Test("concurrent lookups and inserts from many tasks stay consistent")
     func concurrency() async throws {
         let cache = try #require(TokenCache(ttl: .seconds(600), capacity: 256))
