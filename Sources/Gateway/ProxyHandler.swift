@@ -174,6 +174,14 @@ final class ProxyHandler: ChannelDuplexHandler {
         deliver(part)
     }
 
+    /// The exchange between its request head and the end of its response, if any.
+    private var exchangeInProgress: Exchange? {
+        switch state {
+        case .authenticating(let exchange), .connecting(let exchange), .forwarding(let exchange, _): exchange
+        case .idle, .draining, .spliced, .closed: nil
+        }
+    }
+
     private var isIdle: Bool {
         if case .idle = state { return true }
         return false
@@ -217,6 +225,12 @@ final class ProxyHandler: ChannelDuplexHandler {
             clientInputClosed = true
             if isIdle && queued.isEmpty {
                 state = .closed
+                context.close(promise: nil)
+            } else if let exchange = exchangeInProgress, exchange.requestEnded, !exchange.isUpgrade {
+                // The client went away while its response was due. Go's HTTP server cancels a
+                // request whose connection reads EOF, and kube-apiserver with it; finishing it
+                // instead would hold a watch or `logs -f` open on the API server, for no one,
+                // until the server ends it. `channelInactive` closes the upstream connection.
                 context.close(promise: nil)
             }
             return

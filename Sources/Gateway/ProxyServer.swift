@@ -1,5 +1,6 @@
 import Config
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOExtras
 import NIOHTTP1
@@ -124,22 +125,30 @@ public final class ProxyServer: Sendable {
 
     /// Graceful shutdown: stops accepting, closes idle connections, lets each request in flight
     /// finish and then closes its connection; upgraded sessions run on until they end. Returns
-    /// when every connection is closed, or when `deadline` passes (true: all drained).
+    /// when every connection is closed, or when `deadline` passes (true: all drained), whichever
+    /// comes first: a watch or an exec session may outlive any deadline, so nothing waits for
+    /// the connections once it has passed.
     public func drain(deadline: Duration) async -> Bool {
-        let promise = channel.eventLoop.makePromise(of: Void.self)
-        quiescing.initiateShutdown(promise: promise)
-        return await withTaskGroup(of: Bool.self) { group in
-            group.addTask {
-                (try? await promise.futureResult.get()) != nil
+        let loop = channel.eventLoop
+        let drained = loop.makePromise(of: Void.self)
+        quiescing.initiateShutdown(promise: drained)
+        let outcome = loop.makePromise(of: Bool.self)
+        // The first of the two callbacks answers.
+        let answered = NIOLockedValueBox(false)
+        let answer: @Sendable (Bool) -> Void = { drainedInTime in
+            let first = answered.withLockedValue { wasAnswered in
+                defer { wasAnswered = true }
+                return !wasAnswered
             }
-            group.addTask {
-                try? await Task.sleep(for: deadline)
-                return false
-            }
-            let drained = await group.next() ?? false
-            group.cancelAll()
-            return drained
+            guard first else { return }
+            outcome.succeed(drainedInTime)
         }
+        let timer = loop.scheduleTask(in: TimeAmount(deadline)) { answer(false) }
+        drained.futureResult.whenComplete { _ in
+            timer.cancel()
+            answer(true)
+        }
+        return (try? await outcome.futureResult.get()) ?? false
     }
 }
 

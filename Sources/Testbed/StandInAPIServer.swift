@@ -112,6 +112,12 @@ public final class StandInAPIServer: Sendable {
         state.withLockedValue { $0.requests = [] }
     }
 
+    /// Held streams (watches, `logs -f`) whose connection is still open: a proxy that gives up
+    /// on one closes its connection.
+    public var openHeldStreams: Int {
+        state.withLockedValue { $0.heldWatches.filter { $0.writer.channel.isActive }.count }
+    }
+
     /// Ends every held stream (watches, `logs -f`) with one more event or line.
     public func releaseWatches() {
         let held = state.withLockedValue { state in

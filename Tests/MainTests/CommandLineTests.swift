@@ -119,12 +119,7 @@ struct GracefulShutdownTests {
     @Test("SIGTERM: new connections are refused, the request in flight completes, then exit 0")
     func drainOnSigterm() async throws {
         try await KubectlBench.with { bench in
-            let slow = bench.kubectlProcess(["get", "--raw", "/testbed/delay?ms=4000"])
-            let pipe = Pipe()
-            slow.standardOutput = pipe
-            slow.standardError = FileHandle.nullDevice
-            let output = StreamingOutput(pipe)
-            try slow.run()
+            let (slow, output) = try bench.startStreaming(["get", "--raw", "/testbed/delay?ms=4000"])
             // Wait until the slow request has reached the API server.
             for _ in 0..<200 where !bench.api.requests.contains(where: { $0.path == "/testbed/delay" }) {
                 try await Task.sleep(for: .milliseconds(20))
@@ -141,6 +136,23 @@ struct GracefulShutdownTests {
             #expect(!bench.proxy.isRunning, "the proxy must exit once drained:\n\(bench.log)")
             #expect(bench.proxy.terminationStatus == 0)
             #expect(bench.log.contains("every connection drained"))
+        }
+    }
+
+    @Test("SIGTERM with a watch open: the proxy exits 0 once the grace period is over")
+    func exitsAfterGracePeriod() async throws {
+        try await KubectlBench.with(proxyArguments: ["--shutdown-grace-period=1s"]) { bench in
+            let (watch, output) = try bench.startStreaming(["get", "namespaces", "--watch", "--output=name"])
+            defer { if watch.isRunning { watch.terminate() } }
+            #expect(try await output.wait { $0.contains("namespace/default") }, "got: \(output.text)")
+            let started = ContinuousClock.now
+            bench.proxy.terminate()  // SIGTERM
+            // The watch never ends by itself: only the grace period can end the drain.
+            for _ in 0..<200 where bench.proxy.isRunning { try await Task.sleep(for: .milliseconds(50)) }
+            #expect(!bench.proxy.isRunning, "the proxy waited past its grace period for the watch:\n\(bench.log)")
+            #expect(bench.proxy.terminationStatus == 0)
+            #expect(ContinuousClock.now - started >= .seconds(1), "the watch gets its grace period")
+            #expect(bench.log.contains("drain deadline reached"))
         }
     }
 }

@@ -34,7 +34,9 @@ final class KubectlBench: @unchecked Sendable {
     let token: String
     let release: KubectlRelease
 
-    static func start(kubectl release: KubectlRelease = .current) async throws -> KubectlBench {
+    static func start(
+        kubectl release: KubectlRelease = .current, proxyArguments: [String] = []
+    ) async throws -> KubectlBench {
         guard FileManager.default.isExecutableFile(atPath: release.path) else {
             throw TestbedError("no \(release.name) at \(release.path): run scripts/fetch-kubectl (scripts/test does)")
         }
@@ -66,7 +68,7 @@ final class KubectlBench: @unchecked Sendable {
                 "--listen-addr=127.0.0.1:\(port)", "--metrics-addr=127.0.0.1:0",
                 "--tls-cert-file=\(directory.appendingPathComponent("proxy.crt").path)",
                 "--tls-private-key-file=\(directory.appendingPathComponent("proxy.key").path)",
-            ], log: directory.appendingPathComponent("proxy.log"))
+            ] + proxyArguments, log: directory.appendingPathComponent("proxy.log"))
         let bench = KubectlBench(
             issuer: issuer, api: api, directory: directory, port: port, proxy: proxy, token: try issuer.mint(),
             release: release)
@@ -150,6 +152,17 @@ final class KubectlBench: @unchecked Sendable {
         return process
     }
 
+    /// Starts a streaming kubectl command; its standard output is collected as it comes.
+    func startStreaming(_ arguments: [String]) throws -> (process: Process, output: StreamingOutput) {
+        let process = kubectlProcess(arguments)
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = FileHandle.nullDevice
+        let output = StreamingOutput(pipe)
+        try process.run()
+        return (process, output)
+    }
+
     func stop() async {
         if proxy.isRunning { proxy.terminate() }
         proxy.waitUntilExit()
@@ -158,10 +171,11 @@ final class KubectlBench: @unchecked Sendable {
         try? FileManager.default.removeItem(at: directory)
     }
 
-    static func with(kubectl release: KubectlRelease = .current, _ body: (KubectlBench) async throws -> Void)
-        async throws
-    {
-        let bench = try await start(kubectl: release)
+    static func with(
+        kubectl release: KubectlRelease = .current, proxyArguments: [String] = [],
+        _ body: (KubectlBench) async throws -> Void
+    ) async throws {
+        let bench = try await start(kubectl: release, proxyArguments: proxyArguments)
         do {
             try await body(bench)
         } catch {

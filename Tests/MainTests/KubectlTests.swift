@@ -35,12 +35,9 @@ struct KubectlTests {
     @Test("kubectl get -w shows events while the watch stays open")
     func watch() async throws {
         try await KubectlBench.with { bench in
-            let process = bench.kubectlProcess(["get", "namespaces", "--watch-only", "--output-watch-events"])
-            let pipe = Pipe()
-            process.standardOutput = pipe
-            process.standardError = FileHandle.nullDevice
-            let output = StreamingOutput(pipe)
-            try process.run()
+            let (process, output) = try bench.startStreaming([
+                "get", "namespaces", "--watch-only", "--output-watch-events",
+            ])
             defer { if process.isRunning { process.terminate() } }
             #expect(try await output.wait { $0.contains("ADDED") }, "got: \(output.text)")
             #expect(process.isRunning, "the watch must still be open")
@@ -52,12 +49,7 @@ struct KubectlTests {
     @Test("kubectl logs -f streams lines as they come")
     func logsFollow() async throws {
         try await KubectlBench.with { bench in
-            let process = bench.kubectlProcess(["logs", "-f", "web"])
-            let pipe = Pipe()
-            process.standardOutput = pipe
-            process.standardError = FileHandle.nullDevice
-            let output = StreamingOutput(pipe)
-            try process.run()
+            let (process, output) = try bench.startStreaming(["logs", "-f", "web"])
             defer { if process.isRunning { process.terminate() } }
             #expect(try await output.wait { $0.contains("log line 1 from web") })
             #expect(process.isRunning)
