@@ -21,7 +21,8 @@ final class ProxyHandler: ChannelDuplexHandler {
 
     /// One request's progress from head to the end of its response.
     final class Exchange {
-        let head: HTTPRequestHead
+        /// The client's request head; its headers are let go once the response has begun.
+        private(set) var head: HTTPRequestHead
         /// A request to switch protocols (exec, attach, port-forward): it gets a dedicated
         /// upstream connection, and its connection ends unless the answer is `101`.
         let isUpgrade: Bool
@@ -44,15 +45,28 @@ final class ProxyHandler: ChannelDuplexHandler {
         /// The request was refused in a way that leaves the connection unusable.
         var closesConnection = false
 
+        /// What the request's headers say about keeping the connection open, read before they go.
+        private let clientKeepAlive: Bool
+
         init(head: HTTPRequestHead) {
             self.head = head
             self.isUpgrade = ImpersonationHeaders.isUpgradeRequest(head)
+            self.clientKeepAlive = ProxyHandler.isKeepAlive(head)
             self.startedAt = .now
         }
 
         /// Whether the client connection may carry another request after this one. An upgrade
         /// request leaves the decoder expecting another protocol, so it never does.
-        var keepAlive: Bool { ProxyHandler.isKeepAlive(head) && !isUpgrade && !closesConnection }
+        var keepAlive: Bool { clientKeepAlive && !isUpgrade && !closesConnection }
+
+        /// Lets the request's headers and the upstream head go: once the response has begun,
+        /// nothing sends the request again, and a watch or `logs -f` may last an hour. The
+        /// method, target and version stay, for the access log.
+        func responseBegan() {
+            responseStarted = true
+            upstreamHead = nil
+            head.headers = HTTPHeaders()
+        }
 
         /// Whether the request can be sent again on a new connection: nothing of its body was sent.
         var isReplayable: Bool {
@@ -578,7 +592,7 @@ extension ProxyHandler: UpstreamResponseDelegate {
             upstreamFailed(exchange, .protocolError("101 Switching Protocols to a request that asked for no upgrade"))
             return
         }
-        exchange.responseStarted = true
+        exchange.responseBegan()
         exchange.status = head.status
         var headers = ImpersonationHeaders.clientResponseHeaders(head.headers, switchingProtocols: switching)
         if !exchange.keepAlive && !switching { headers.add(name: "Connection", value: "close") }
