@@ -99,6 +99,7 @@ final class LoopPool {
         return ClientBootstrap(group: eventLoop)
             .connectTimeout(connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .keepAlive(periodSeconds: TCPKeepAlive.upstreamPeriodSeconds)
             .channelOption(.allowRemoteHalfClosure, value: true)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
