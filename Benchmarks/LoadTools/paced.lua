@@ -5,7 +5,8 @@
 -- wrk asks delay() before every request. Each thread keeps one schedule that its connections
 -- share: slots RATE/THREADS per second apart, and a request waits for the next free slot, so
 -- the thread sends at that rate while the server keeps up (when it does not, requests go as soon
--- as a connection is free and the rate falls; the achieved rate is printed). wrk's timers count
+-- as a connection is free, slots more than 2 ms late are dropped rather than made up in a
+-- burst, and the rate falls; the achieved rate is printed). wrk's timers count
 -- whole milliseconds, so a request goes up to half a millisecond before or after its slot: short
 -- bursts, the same for every server measured. wrk's latency runs from writing a request to the
 -- end of its response, so the wait before it is never counted. There is no warm-up inside: run
@@ -26,6 +27,8 @@ local function now_us()
 end
 
 local interval_us = nil
+-- How far behind the schedule may be made up: wrk's timers are late by up to a millisecond.
+local catch_up_us = 2000
 local slot = nil
 
 function init(args)
@@ -41,6 +44,11 @@ function delay()
     local now = now_us()
     if slot == nil then
         slot = now
+    end
+    -- Late by more than a few milliseconds (the server stalled): those slots are lost, not
+    -- made up in a burst at full speed.
+    if slot < now - catch_up_us then
+        slot = now - catch_up_us
     end
     local wait = slot - now
     slot = slot + interval_us

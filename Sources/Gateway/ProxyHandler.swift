@@ -113,7 +113,8 @@ final class ProxyHandler: ChannelDuplexHandler {
     private var quiescing = false
     private var context: ChannelHandlerContext?
     private var readPending = false
-    /// The client half-closed: finish the exchange in progress, then close.
+    /// The client half-closed after pipelining requests: serve them, then close. (Without
+    /// requests queued, the exchange in progress is abandoned at once.)
     private var clientInputClosed = false
     /// Closes a connection that stays idle, or sends its next request head too slowly. Not used
     /// on an HTTP/2 stream, which exists because its head arrived and ends with its response.
@@ -220,6 +221,13 @@ final class ProxyHandler: ChannelDuplexHandler {
     func channelInactive(context: ChannelHandlerContext) {
         idleTimer?.cancel()
         responseTimer?.cancel()
+        abandonExchange()
+        context.fireChannelInactive()
+    }
+
+    /// Gives up whatever this connection was doing: the upstream connection of an exchange in
+    /// progress is closed, the exchange logged as it stands, queued requests dropped.
+    private func abandonExchange() {
         queued.removeAll()
         switch state {
         case .forwarding(let exchange, let upstream):
@@ -227,11 +235,10 @@ final class ProxyHandler: ChannelDuplexHandler {
             logAccess(exchange)
         case .connecting(let exchange), .authenticating(let exchange):
             logAccess(exchange)
-        default:
+        case .idle, .draining, .spliced, .closed:
             break
         }
         state = .closed
-        context.fireChannelInactive()
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -240,11 +247,13 @@ final class ProxyHandler: ChannelDuplexHandler {
             if isIdle && queued.isEmpty {
                 state = .closed
                 context.close(promise: nil)
-            } else if let exchange = exchangeInProgress, exchange.requestEnded, !exchange.isUpgrade {
+            } else if queued.isEmpty, let exchange = exchangeInProgress, exchange.requestEnded, !exchange.isUpgrade {
                 // The client went away while its response was due. Go's HTTP server cancels a
-                // request whose connection reads EOF, and kube-apiserver with it; finishing it
-                // instead would hold a watch or `logs -f` open on the API server, for no one,
-                // until the server ends it. `channelInactive` closes the upstream connection.
+                // request whose connection reads EOF with nothing pipelined behind it, and
+                // kube-apiserver with it; finishing it instead would hold a watch or `logs -f`
+                // open on the API server, for no one, until the server ends it. Torn down here,
+                // not when the close completes: over TLS that can wait for a close_notify.
+                abandonExchange()
                 context.close(promise: nil)
             }
             return

@@ -145,9 +145,9 @@ public final class ProxyServer: Sendable {
             outcome.succeed(drainedInTime)
         }
         let timer = loop.scheduleTask(in: TimeAmount(deadline)) { answer(false) }
-        drained.futureResult.whenComplete { _ in
+        drained.futureResult.whenComplete { result in
             timer.cancel()
-            answer(true)
+            answer((try? result.get()) != nil)
         }
         return (try? await outcome.futureResult.get()) ?? false
     }

@@ -57,6 +57,23 @@ struct ClientGoneTests {
         }
     }
 
+    @Test("a client that half-closes behind pipelined requests still gets every response")
+    func halfCloseAfterPipelinedRequests() async throws {
+        try await ProxyHarness.run { harness in
+            let token = try harness.issuer.mint()
+            let connection = try await RawConnection.connect(port: harness.port)
+            // As `nc -N` sends them: two requests, then the end of its input, all at once.
+            try await connection.send(
+                "GET /testbed/delay?ms=300 HTTP/1.1\r\nHost: p\r\nAuthorization: Bearer \(token)\r\n\r\n"
+                    + "GET /version HTTP/1.1\r\nHost: p\r\nAuthorization: Bearer \(token)\r\n\r\n")
+            try await connection.shutdownOutput()
+            #expect(try await connection.wait { $0.peerFinished }, "the proxy kept the connection open")
+            #expect(connection.text.components(separatedBy: "HTTP/1.1 200 OK").count == 3, "got: \(connection.text)")
+            #expect(connection.text.contains(#""delayed":true"#) && connection.text.contains("gitVersion"))
+            await connection.close()
+        }
+    }
+
     @Test("a drain gives up at its deadline on a watch that stays open")
     func drainDeadlineWithOpenWatch() async throws {
         try await ProxyHarness.run { harness in

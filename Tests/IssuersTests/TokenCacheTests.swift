@@ -86,7 +86,7 @@ struct TokenCacheTests {
         #expect(cache.identity(for: keys[0], now: 1006) == nil)
     }
 
-    @Test("a full stripe drops stale entries before fresh ones")
+    @Test("a full stripe drops its oldest entry, here one already past its exp, for a fresh one")
     func evictsStaleFirst() throws {
         let cache = try #require(TokenCache(ttl: .seconds(10), capacity: TokenCache.stripeCount))
         // Find two tokens that share a stripe (one entry per stripe here).

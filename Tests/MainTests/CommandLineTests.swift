@@ -145,11 +145,14 @@ struct GracefulShutdownTests {
             let (watch, output) = try bench.startStreaming(["get", "namespaces", "--watch", "--output=name"])
             defer { if watch.isRunning { watch.terminate() } }
             #expect(try await output.wait { $0.contains("namespace/default") }, "got: \(output.text)")
+            // That line came from the list; the watch is the next request: wait until it is held.
+            for _ in 0..<200 where bench.api.openHeldStreams == 0 { try await Task.sleep(for: .milliseconds(20)) }
+            #expect(bench.api.openHeldStreams == 1)
             let started = ContinuousClock.now
             bench.proxy.terminate()  // SIGTERM
             // The watch never ends by itself: only the grace period can end the drain.
             for _ in 0..<200 where bench.proxy.isRunning { try await Task.sleep(for: .milliseconds(50)) }
-            #expect(!bench.proxy.isRunning, "the proxy waited past its grace period for the watch:\n\(bench.log)")
+            try #require(!bench.proxy.isRunning, "the proxy waited past its grace period for the watch:\n\(bench.log)")
             #expect(bench.proxy.terminationStatus == 0)
             #expect(ContinuousClock.now - started >= .seconds(1), "the watch gets its grace period")
             #expect(bench.log.contains("drain deadline reached"))
