@@ -64,40 +64,15 @@ struct ProxyLogHandler: LogHandler {
         format: LogFormat, time: Date, level: Logger.Level, message: String,
         fields: [(name: String, value: String)]
     ) -> String {
-        let timestamp = Self.timestamp(time)
-        var line = ""
-        switch format {
-        case .text:
-            line.reserveCapacity(64 + 48 * fields.count)
-            line += timestamp
-            line += " "
-            line += level.rawValue
-            line += " "
-            line += message
-            for (name, value) in fields {
-                line += " "
-                line += name
-                line += "="
-                appendTextValue(value, to: &line)
-            }
-            line += "\n"
-        case .json:
-            line.reserveCapacity(64 + 56 * fields.count)
-            line += "{\"time\":\""
-            line += timestamp
-            line += "\",\"level\":\""
-            line += level.rawValue
-            line += "\",\"message\":"
-            line += jsonString(message)
-            for (name, value) in fields where name != "time" && name != "level" && name != "message" {
-                line += ","
-                line += jsonString(name)
-                line += ":"
-                line += jsonString(value)
-            }
-            line += "}\n"
+        var line: [UInt8] = []
+        line.reserveCapacity(64 + 56 * fields.count)
+        LogLineBytes.appendStart(format: format, time: time, level: level, message: message, to: &line)
+        // In JSON the three leading keys are the line's own; a field of the same name would repeat them.
+        for (name, value) in fields where format == .text || (name != "time" && name != "level" && name != "message") {
+            LogLineBytes.appendField(name, .text(value[...]), format: format, to: &line)
         }
-        return line
+        LogLineBytes.appendEnd(format: format, to: &line)
+        return String(decoding: line, as: UTF8.self)
     }
 
     /// A metadata value as one string.
@@ -109,21 +84,6 @@ struct ProxyLogHandler: LogHandler {
         case .dictionary(let values):
             values.keys.sorted().map { "\($0)=\(flatten(values[$0]!))" }.joined(separator: ",")
         }
-    }
-
-    /// A text value: bare when it is one plain word, else a quoted, escaped string.
-    private static func appendTextValue(_ text: String, to line: inout String) {
-        // Byte-wise: every byte of a multi-byte character is >= 0x80, so this is the same test
-        // as on Unicode scalars (> U+0020, not DEL, `"` or `=`) without decoding them.
-        let plain =
-            !text.isEmpty
-            && text.utf8.allSatisfy { $0 > 0x20 && $0 != 0x7F && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "=") }
-        line += plain ? text : jsonString(text)
-    }
-
-    /// A JSON string literal.
-    static func jsonString(_ text: String) -> String {
-        JSONText.quoted(text)
     }
 
     /// RFC 3339 in UTC with milliseconds: `2026-01-02T03:04:05.678Z`.
