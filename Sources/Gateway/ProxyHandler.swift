@@ -26,6 +26,8 @@ final class ProxyHandler: ChannelDuplexHandler {
         /// A request to switch protocols (exec, attach, port-forward): it gets a dedicated
         /// upstream connection, and its connection ends unless the answer is `101`.
         let isUpgrade: Bool
+        /// A watch or a followed log: sent as an HTTP/2 stream where the API server allows.
+        let isLongRunning: Bool
         let startedAt: ContinuousClock.Instant
         var identity: Identity?
         var upstreamHead: HTTPRequestHead?
@@ -51,6 +53,7 @@ final class ProxyHandler: ChannelDuplexHandler {
         init(head: HTTPRequestHead) {
             self.head = head
             self.isUpgrade = ImpersonationHeaders.isUpgradeRequest(head)
+            self.isLongRunning = !isUpgrade && ProxyHandler.isLongRunning(head)
             self.clientKeepAlive = ProxyHandler.isKeepAlive(head)
             self.startedAt = .now
         }
@@ -420,7 +423,7 @@ final class ProxyHandler: ChannelDuplexHandler {
             clientAddress: clientAddress, authority: gateway.pool.credentials.authority, upgrade: exchange.isUpgrade)
         guard let context else { return }
         let pool = gateway.pool.pool(for: context.eventLoop)
-        if !exchange.isUpgrade, let connection = pool.takeIdle() {
+        if !exchange.isUpgrade && !exchange.isLongRunning, let connection = pool.takeIdle() {
             exchange.connectionReused = true
             attach(exchange, to: connection)
             return
@@ -430,8 +433,17 @@ final class ProxyHandler: ChannelDuplexHandler {
 
     private func connectNew(_ exchange: Exchange, pool: LoopPool) {
         state = .connecting(exchange)
-        exchange.connectionReused = false
-        pool.connect().assumeIsolated().whenComplete { result in
+        let connecting: EventLoopFuture<UpstreamConnection>
+        if exchange.isLongRunning {
+            // A stream of a connection already open may meet that connection's end: like a
+            // pooled connection's, it is tried once more.
+            exchange.connectionReused = pool.hasMultiplexedRoom
+            connecting = pool.connectLongRunning()
+        } else {
+            exchange.connectionReused = false
+            connecting = pool.connect()
+        }
+        connecting.assumeIsolated().whenComplete { result in
             guard case .connecting(let current) = self.state, current === exchange else {
                 if case .success(let connection) = result { connection.handler.close() }
                 return

@@ -37,14 +37,18 @@ public final class UpstreamConnectionPool: Sendable {
     }
 }
 
-/// An upstream connection: its channel and the handler that reports its responses.
+/// An upstream connection, or one HTTP/2 stream of one: its channel and the handler that
+/// reports its responses.
 final class UpstreamConnection {
     let channel: any Channel
     let handler: UpstreamHandler
+    /// A stream of a `MultiplexedUpstream`: it carries one request and closes.
+    let isStream: Bool
 
-    init(channel: any Channel, handler: UpstreamHandler) {
+    init(channel: any Channel, handler: UpstreamHandler, isStream: Bool = false) {
         self.channel = channel
         self.handler = handler
+        self.isStream = isStream
     }
 }
 
@@ -56,6 +60,14 @@ final class LoopPool {
     private let credentials: UpstreamCredentials
     private let connectTimeout: TimeAmount
     private var idle: [UpstreamConnection] = []
+    /// HTTP/2 connections carrying long-running requests as streams.
+    private var multiplexed: [MultiplexedUpstream] = []
+    /// Completed when the HTTP/2 connection being opened is ready (or the attempt failed):
+    /// long-running requests arriving meanwhile wait for it rather than open one each.
+    private var multiplexedOpening: EventLoopFuture<Void>?
+    /// When the API server last chose HTTP/1.1 by ALPN; it is asked again after a while.
+    private var http2DeclinedAt: NIODeadline?
+    static let http2RetryInterval = TimeAmount.minutes(10)
 
     init(eventLoop: any EventLoop, credentials: UpstreamCredentials, connectTimeout: TimeAmount) {
         self.eventLoop = eventLoop
@@ -75,6 +87,10 @@ final class LoopPool {
     /// Returns a connection whose last exchange completed cleanly, for the next request.
     func release(_ connection: UpstreamConnection) {
         connection.handler.delegate = nil
+        if connection.isStream {
+            connection.handler.close()
+            return
+        }
         guard connection.channel.isActive, connection.handler.responseKeepAlive, idle.count < Self.maximumIdle else {
             connection.handler.close()
             return
@@ -90,10 +106,97 @@ final class LoopPool {
         let connections = idle
         idle.removeAll()
         for connection in connections { connection.handler.close() }
+        for connection in multiplexed where connection.openStreams == 0 { connection.channel.close(promise: nil) }
     }
 
-    /// Opens a new TLS connection to the API server.
+    /// Whether an HTTP/2 connection is open with room for another stream.
+    var hasMultiplexedRoom: Bool { multiplexed.contains { $0.hasRoom } }
+
+    /// A connection for a long-running request: a stream of an HTTP/2 connection to the API
+    /// server (opening one when none has room), or, when the server declines HTTP/2, a new
+    /// HTTP/1.1 connection.
+    func connectLongRunning() -> EventLoopFuture<UpstreamConnection> {
+        if let declined = http2DeclinedAt, .now() - declined < Self.http2RetryInterval {
+            return connect()
+        }
+        if let connection = multiplexed.first(where: \.hasRoom) {
+            return connection.openStream()
+        }
+        let promise = eventLoop.makePromise(of: UpstreamConnection.self)
+        let answer: (Result<UpstreamConnection, any Error>) -> Void = { promise.assumeIsolated().completeWith($0) }
+        if let opening = multiplexedOpening {
+            opening.assumeIsolated().whenComplete { result in
+                switch result {
+                case .success: self.connectLongRunning().assumeIsolated().whenComplete(answer)
+                case .failure(let error): promise.fail(error)
+                }
+            }
+            return promise.futureResult
+        }
+        // Requests arriving while this connection opens wait for it (`ready`), then take
+        // their streams on it, before this one's.
+        let ready = eventLoop.makePromise(of: Void.self)
+        multiplexedOpening = ready.futureResult
+        connectNegotiating().assumeIsolated().whenComplete { result in
+            self.multiplexedOpening = nil
+            switch result {
+            case .success(.http2(let connection)):
+                self.adopt(connection)
+                ready.succeed()
+                connection.openStream().assumeIsolated().whenComplete(answer)
+            case .success(.http1(let connection)):
+                self.http2DeclinedAt = .now()
+                ready.succeed()
+                promise.assumeIsolated().succeed(connection)
+            case .failure(let error):
+                ready.fail(error)
+                promise.fail(error)
+            }
+        }
+        return promise.futureResult
+    }
+
+    /// Tracks an HTTP/2 connection until it closes; one left without streams closes when
+    /// another has room, so that a burst of watches does not keep its connections for good.
+    private func adopt(_ connection: MultiplexedUpstream) {
+        multiplexed.append(connection)
+        connection.onStreamClosed = { [weak self, weak connection] in
+            guard let self, let connection, connection.openStreams == 0 else { return }
+            if connection.goingAway || self.multiplexed.contains(where: { $0 !== connection && $0.hasRoom }) {
+                connection.channel.close(promise: nil)
+            }
+        }
+        connection.channel.closeFuture.assumeIsolated().whenComplete { [weak self] _ in
+            self?.multiplexed.removeAll { $0 === connection }
+        }
+    }
+
+    /// Opens a TLS connection offering HTTP/2 and HTTP/1.1; its pipeline is built for the one
+    /// the API server chooses.
+    private func connectNegotiating() -> EventLoopFuture<NegotiatedUpstream> {
+        let negotiated = eventLoop.makePromise(of: NegotiatedUpstream.self)
+        connect(tls: credentials.multiplexingSSLContext) { pipeline in
+            try pipeline.addHandler(UpstreamProtocolNegotiation(negotiated: negotiated))
+        }.whenFailure { error in negotiated.fail(error) }
+        return negotiated.futureResult
+    }
+
+    /// Opens a new HTTP/1.1 TLS connection to the API server.
     func connect() -> EventLoopFuture<UpstreamConnection> {
+        connect(tls: credentials.sslContext) { pipeline in
+            try pipeline.addHTTPClientHandlers(leftOverBytesStrategy: .forwardBytes)
+            try pipeline.addHandler(UpstreamHandler())
+        }.flatMapThrowing { channel in
+            let handler = try channel.pipeline.syncOperations.handler(type: UpstreamHandler.self)
+            return UpstreamConnection(channel: channel, handler: handler)
+        }
+    }
+
+    /// Connects to the API server with `tls`; `configure` adds the handlers after TLS.
+    private func connect(
+        tls context: NIOSSLContext,
+        _ configure: @escaping @Sendable (ChannelPipeline.SynchronousOperations) throws -> Void
+    ) -> EventLoopFuture<any Channel> {
         let credentials = self.credentials
         let configuration = credentials.configuration
         return ClientBootstrap(group: eventLoop)
@@ -103,17 +206,11 @@ final class LoopPool {
             .channelOption(.allowRemoteHalfClosure, value: true)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    let tls = try NIOSSLClientHandler(
-                        context: credentials.sslContext, serverHostname: credentials.serverHostname)
+                    let tls = try NIOSSLClientHandler(context: context, serverHostname: credentials.serverHostname)
                     try channel.pipeline.syncOperations.addHandler(tls)
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers(leftOverBytesStrategy: .forwardBytes)
-                    try channel.pipeline.syncOperations.addHandler(UpstreamHandler())
+                    try configure(channel.pipeline.syncOperations)
                 }
             }
             .connect(host: configuration.host, port: configuration.port)
-            .flatMapThrowing { channel in
-                let handler = try channel.pipeline.syncOperations.handler(type: UpstreamHandler.self)
-                return UpstreamConnection(channel: channel, handler: handler)
-            }
     }
 }

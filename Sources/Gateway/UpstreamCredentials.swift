@@ -10,6 +10,9 @@ import NIOSSL
 public final class UpstreamCredentials: Sendable {
     public let configuration: UpstreamConfiguration
     let sslContext: NIOSSLContext
+    /// The same, offering HTTP/2 first by ALPN: for the connections that carry long-running
+    /// requests as streams (see `MultiplexedUpstream`).
+    let multiplexingSSLContext: NIOSSLContext
     /// SNI and certificate name; nil for an IP address, which NIOSSL checks against the peer address.
     let serverHostname: String?
     /// `host:port` for the `Host` header.
@@ -50,6 +53,8 @@ public final class UpstreamCredentials: Sendable {
         }
         do {
             self.sslContext = try NIOSSLContext(configuration: tls)
+            tls.applicationProtocols = ["h2", "http/1.1"]
+            self.multiplexingSSLContext = try NIOSSLContext(configuration: tls)
         } catch {
             throw ConfigurationError(source, "cannot set up TLS to the API server: \(error)")
         }

@@ -56,9 +56,12 @@ public final class StandInAPIServer: Sendable {
             """
     }
 
+    /// - Parameters:
+    ///   - http2: offer HTTP/2 by ALPN as kube-apiserver does (upgrades stay HTTP/1.1).
+    ///   - http2MaximumStreams: the concurrent streams it allows on one connection.
     public init(
         expectedToken: String = "proxy-service-account-token", port: Int = 0,
-        certificateAuthority: TestCertificateAuthority? = nil
+        certificateAuthority: TestCertificateAuthority? = nil, http2: Bool = false, http2MaximumStreams: Int = 100
     ) async throws {
         let authority = try certificateAuthority ?? TestCertificateAuthority(commonName: "stand-in API server CA")
         self.certificateAuthority = authority
@@ -83,7 +86,9 @@ public final class StandInAPIServer: Sendable {
             tunnelsPortForward: { state.withLockedValue { !$0.refusesTunnelledPortForward } })
         let upgraders: TestHTTPServer.Upgraders = { StandInUpgrades.makeUpgraders(hooks: hooks) }
         self.server = try await TestHTTPServer.start(
-            tls: try identity.serverTLSConfiguration(), port: port, upgraders: upgraders
+            tls: try identity.serverTLSConfiguration(), port: port, http2: http2,
+            http2MaximumStreams: http2MaximumStreams,
+            upgraders: upgraders
         ) { request, writer in
             StandInAPIServer.handle(request, writer, state: state, expectedToken: expectedToken)
         }

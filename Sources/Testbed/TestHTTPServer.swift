@@ -1,5 +1,6 @@
 import NIOCore
 import NIOHTTP1
+import NIOHTTP2
 import NIOPosix
 import NIOSSL
 import NIOWebSocket
@@ -11,8 +12,11 @@ public struct ReceivedRequest: Sendable {
     public var uri: String
     public var headers: [(name: String, value: String)]
     public var body: [UInt8]
-    /// Which connection it came on: equal numbers, same connection.
+    /// Which connection it came on: equal numbers, same connection (HTTP/2 streams of one
+    /// connection share its number).
     public var connection: Int
+    /// 1 for HTTP/1.x, 2 for a stream of an HTTP/2 connection.
+    public var httpMajorVersion = 1
 
     /// Every value of header `name` (case-insensitive), in order.
     public func values(_ name: String) -> [String] {
@@ -98,39 +102,88 @@ public final class TestHTTPServer: Sendable {
     }
 
     /// Starts listening on 127.0.0.1 at `port` (0: any free port).
+    /// - Parameters:
+    ///   - http2: offer HTTP/2 by ALPN (with TLS), as kube-apiserver does; each stream is one
+    ///     request, and upgrades stay on HTTP/1.1.
+    ///   - http2MaximumStreams: the SETTINGS_MAX_CONCURRENT_STREAMS it announces.
     public static func start(
         tls: TLSConfiguration?, port: Int = 0, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
-        upgraders: Upgraders? = nil, handler: @escaping Handler
+        http2: Bool = false, http2MaximumStreams: Int = 100, upgraders: Upgraders? = nil,
+        handler: @escaping Handler
     ) async throws -> TestHTTPServer {
+        let connectionConfiguration = {
+            var configuration = NIOHTTP2Handler.ConnectionConfiguration()
+            configuration.initialSettings = nioDefaultSettings.map { setting in
+                setting.parameter == .maxConcurrentStreams
+                    ? HTTP2Setting(parameter: .maxConcurrentStreams, value: http2MaximumStreams) : setting
+            }
+            return configuration
+        }()
+        var tls = tls
+        if http2 { tls?.applicationProtocols = ["h2", "http/1.1"] }
         let sslContext = try tls.map { try NIOSSLContext(configuration: $0) }
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    if let sslContext {
-                        try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: sslContext))
+                guard http2, let sslContext else {
+                    return channel.eventLoop.makeCompletedFuture {
+                        try configureHTTP1(channel, sslContext: sslContext, upgraders: upgraders, handler: handler)
                     }
-                    let collecting = CollectingHandler(handler: handler)
-                    if let upgraders {
-                        // Once upgraded, the request collector must leave: frames are not HTTP.
-                        try channel.pipeline.syncOperations.configureHTTPServerPipeline(
-                            withServerUpgrade: (
-                                upgraders: upgraders(),
-                                completionHandler: { context in
-                                    let pipeline = context.pipeline.syncOperations
-                                    if let collecting = try? pipeline.handler(type: CollectingHandler.self) {
-                                        pipeline.removeHandler(collecting, promise: nil)
+                }
+                return channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: sslContext))
+                }.flatMap {
+                    channel.configureHTTP2SecureUpgrade(
+                        h2ChannelConfigurator: { channel in
+                            let connection = CollectingHandler.nextConnection.add(1, ordering: .relaxed).newValue
+                            return channel.eventLoop.makeCompletedFuture {
+                                _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
+                                    mode: .server, connectionConfiguration: connectionConfiguration,
+                                    streamConfiguration: .init()
+                                ) { stream in
+                                    stream.eventLoop.makeCompletedFuture {
+                                        try stream.pipeline.syncOperations.addHandler(
+                                            HTTP2FramePayloadToHTTP1ServerCodec())
+                                        try stream.pipeline.syncOperations.addHandler(
+                                            CollectingHandler(handler: handler, connection: connection))
                                     }
                                 }
-                            ))
-                    } else {
-                        try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                    }
-                    try channel.pipeline.syncOperations.addHandler(collecting)
+                            }
+                        },
+                        http1ChannelConfigurator: { channel in
+                            channel.eventLoop.makeCompletedFuture {
+                                try configureHTTP1(channel, sslContext: nil, upgraders: upgraders, handler: handler)
+                            }
+                        })
                 }
             }
             .bind(host: "127.0.0.1", port: port).get()
         return TestHTTPServer(channel: channel, port: channel.localAddress?.port ?? port)
+    }
+
+    private static func configureHTTP1(
+        _ channel: any Channel, sslContext: NIOSSLContext?, upgraders: Upgraders?, handler: @escaping Handler
+    ) throws {
+        if let sslContext {
+            try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: sslContext))
+        }
+        let collecting = CollectingHandler(handler: handler)
+        if let upgraders {
+            // Once upgraded, the request collector must leave: frames are not HTTP.
+            try channel.pipeline.syncOperations.configureHTTPServerPipeline(
+                withServerUpgrade: (
+                    upgraders: upgraders(),
+                    completionHandler: { context in
+                        let pipeline = context.pipeline.syncOperations
+                        if let collecting = try? pipeline.handler(type: CollectingHandler.self) {
+                            pipeline.removeHandler(collecting, promise: nil)
+                        }
+                    }
+                ))
+        } else {
+            try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+        }
+        try channel.pipeline.syncOperations.addHandler(collecting)
     }
 
     public func stop() async {
@@ -143,13 +196,14 @@ private final class CollectingHandler: ChannelInboundHandler, RemovableChannelHa
     typealias InboundIn = HTTPServerRequestPart
 
     private let handler: TestHTTPServer.Handler
-    private let connection = CollectingHandler.nextConnection.add(1, ordering: .relaxed).newValue
-    private static let nextConnection = Atomic<Int>(0)
+    private let connection: Int
+    static let nextConnection = Atomic<Int>(0)
     private var head: HTTPRequestHead?
     private var body: [UInt8] = []
 
-    init(handler: @escaping TestHTTPServer.Handler) {
+    init(handler: @escaping TestHTTPServer.Handler, connection: Int? = nil) {
         self.handler = handler
+        self.connection = connection ?? CollectingHandler.nextConnection.add(1, ordering: .relaxed).newValue
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -161,12 +215,15 @@ private final class CollectingHandler: ChannelInboundHandler, RemovableChannelHa
             body += buffer.readBytes(length: buffer.readableBytes) ?? []
         case .end:
             guard let head else { return }
-            let request = ReceivedRequest(
+            var request = ReceivedRequest(
                 method: head.method.rawValue, uri: head.uri, headers: head.headers.map { ($0.name, $0.value) },
                 body: body, connection: connection)
+            request.httpMajorVersion = head.version.major
             self.head = nil
             body = []
-            handler(request, ResponseWriter(channel: context.channel, keepAlive: head.isKeepAlive))
+            // An HTTP/2 stream ends with its response; its connection goes on.
+            let keepAlive = head.version.major >= 2 || head.isKeepAlive
+            handler(request, ResponseWriter(channel: context.channel, keepAlive: keepAlive))
         }
     }
 

@@ -38,10 +38,13 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Groups claim of the minted user token (comma-separated).")
     var groups = "developers,oncall"
 
+    @Flag(help: "Offer HTTP/2 by ALPN on the API server, as kube-apiserver does.")
+    var http2 = false
+
     func run() async throws {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         let issuer = try await StandInIssuer()
-        let api = try await StandInAPIServer()
+        let api = try await StandInAPIServer(http2: http2)
         let token = try issuer.mint(issuer.claims(email: email, groups: groups.split(separator: ",").map(String.init)))
         let kubeconfig = """
             apiVersion: v1

@@ -60,6 +60,9 @@ struct ProxyHarness {
         var upgradeIdleTimeout: TimeAmount?
         /// Serve HTTPS (h2 and http/1.1 by ALPN) with a certificate made for the test.
         var serveTLS = false
+        /// The stand-in API server offers HTTP/2, as kube-apiserver does.
+        var upstreamHTTP2 = false
+        var upstreamHTTP2MaximumStreams = 100
         /// Upstream port override (for an API server that is not there).
         var upstreamPort: Int?
         var upstreamCAPEM: String?
@@ -78,7 +81,8 @@ struct ProxyHarness {
         _ options: Options = Options(), _ body: (ProxyHarness) async throws -> T
     ) async throws -> T {
         let issuer = try await StandInIssuer()
-        let api = try await StandInAPIServer()
+        let api = try await StandInAPIServer(
+            http2: options.upstreamHTTP2, http2MaximumStreams: options.upstreamHTTP2MaximumStreams)
         issuer.setAvailable(options.issuerAvailableAtStart)
         let issuerConfiguration = options.mapIssuer(
             IssuerConfiguration(

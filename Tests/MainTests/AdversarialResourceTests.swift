@@ -134,18 +134,7 @@ struct AdversarialResourceTests {
             reader.send(try proxy.request("/testbed/endless", close: false))
 
             // The API server keeps writing until every buffer on the way is full; then it stalls.
-            var last = -1
-            var unchangedSince = ContinuousClock.now
-            let deadline = ContinuousClock.now + .seconds(60)
-            while ContinuousClock.now < deadline && ContinuousClock.now - unchangedSince < .seconds(3) {
-                let written = proxy.api.endlessStreamBytes
-                if written != last {
-                    last = written
-                    unchangedSince = .now
-                }
-                try await Task.sleep(for: .milliseconds(100))
-            }
-            #expect(ContinuousClock.now - unchangedSince >= .seconds(3), "the API server never stopped writing")
+            let last = try await Self.endlessStreamStall(proxy, quiet: .seconds(3))
             #expect(last > 0, "the stream never started")
             #expect(last < 64 << 20, "the API server wrote \(last >> 20) MB to a client that reads nothing")
             let growth = try proxy.residentBytes - residentBefore
@@ -157,5 +146,60 @@ struct AdversarialResourceTests {
             reader.close()
             try await proxy.expectServing()
         }
+    }
+
+    @Test("over HTTP/2 to the API server, a watch nobody reads stalls its own stream, not its connection's others")
+    func neverReadingClientOnSharedConnection() async throws {
+        try await RunningProxy.run(upstreamHTTP2: true) { proxy in
+            let reader = try ClientSocket(port: proxy.port, receiveBufferBytes: 4096)
+            reader.send(try proxy.request("/testbed/endless?watch=true", close: false))
+            let last = try await Self.endlessStreamStall(proxy, quiet: .seconds(2))
+            #expect(last > 0, "the stream never started")
+            let endless = try #require(proxy.api.requests.last)
+            #expect(endless.httpMajorVersion == 2)
+
+            // Watches until one shares the stalled stream's connection (each event loop of the
+            // proxy has its own): its events still flow.
+            var watchers: [ClientSocket] = []
+            var shared: ClientSocket?
+            for _ in 0..<16 where shared == nil {
+                let before = proxy.api.requests.count
+                let watcher = try ClientSocket(port: proxy.port)
+                watcher.send(try proxy.request("/api/v1/namespaces?watch=true"))
+                watchers.append(watcher)
+                #expect(try await eventually { proxy.api.requests.count == before + 1 })
+                if proxy.api.requests.last?.connection == endless.connection { shared = watcher }
+            }
+            let watcher = try #require(shared, "no watch shared the stalled stream's connection")
+            proxy.api.releaseWatches()
+            let answer = watcher.receiveAll(timeout: .seconds(10))
+            let text = String(decoding: answer.bytes, as: UTF8.self)
+            #expect(text.contains("ADDED") && text.contains("MODIFIED") && text.hasSuffix("0\r\n\r\n"), "got: \(text)")
+            for socket in watchers { socket.close() }
+
+            // Reading again drains the stalled stream: backpressure, not a broken stream.
+            #expect(reader.receive(atMost: 4 << 20) == 4 << 20)
+            #expect(try await eventually { proxy.api.endlessStreamBytes > last }, "the stream did not resume")
+            reader.close()
+            try await proxy.expectServing()
+        }
+    }
+
+    /// Waits until the stand-in's endless stream has written nothing for `quiet` (a minute at
+    /// most, which fails the test) and returns the bytes it had written.
+    private static func endlessStreamStall(_ proxy: RunningProxy, quiet: Duration) async throws -> Int {
+        var last = -1
+        var unchangedSince = ContinuousClock.now
+        let deadline = ContinuousClock.now + .seconds(60)
+        while ContinuousClock.now < deadline && ContinuousClock.now - unchangedSince < quiet {
+            let written = proxy.api.endlessStreamBytes
+            if written != last {
+                last = written
+                unchangedSince = .now
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(ContinuousClock.now - unchangedSince >= quiet, "the API server never stopped writing")
+        return last
     }
 }

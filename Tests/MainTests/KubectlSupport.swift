@@ -41,7 +41,8 @@ final class KubectlBench: @unchecked Sendable {
             throw TestbedError("no \(release.name) at \(release.path): run scripts/fetch-kubectl (scripts/test does)")
         }
         let issuer = try await StandInIssuer()
-        let api = try await StandInAPIServer()
+        // HTTP/2 offered, as kube-apiserver does: watches and `logs -f` go to it as streams.
+        let api = try await StandInAPIServer(http2: true)
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("kip-kubectl-\(UUID())")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let proxyAuthority = try TestCertificateAuthority(commonName: "proxy test CA")

@@ -41,6 +41,9 @@ struct KubectlTests {
             defer { if process.isRunning { process.terminate() } }
             #expect(try await output.wait { $0.contains("ADDED") }, "got: \(output.text)")
             #expect(process.isRunning, "the watch must still be open")
+            // The API server offers HTTP/2: the watch reached it as a stream.
+            let watch = bench.api.requests.first { $0.uri.contains("watch=true") }
+            #expect(watch?.httpMajorVersion == 2, "\(bench.api.requests.map { ($0.uri, $0.httpMajorVersion) })")
             bench.api.releaseWatches()
             #expect(try await output.wait { $0.contains("MODIFIED") }, "got: \(output.text)")
         }
@@ -53,6 +56,8 @@ struct KubectlTests {
             defer { if process.isRunning { process.terminate() } }
             #expect(try await output.wait { $0.contains("log line 1 from web") })
             #expect(process.isRunning)
+            let follow = bench.api.requests.first { $0.uri.contains("follow=true") }
+            #expect(follow?.httpMajorVersion == 2, "\(bench.api.requests.map { ($0.uri, $0.httpMajorVersion) })")
             bench.api.releaseWatches()
             #expect(try await output.wait { $0.contains("log line 2 from web") })
         }

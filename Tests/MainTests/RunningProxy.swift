@@ -17,10 +17,10 @@ final class RunningProxy: Sendable {
     /// Starts the proxy with a config file made by `configYAML` at `configPath`, or where
     /// `configAt` puts it (a ConfigMap-style layout); or, with `flagsOnly`, the seed's flags.
     private static func start(
-        configAt: ((URL, String) throws -> String)?, groupsPrefix: String, flagsOnly: Bool
+        configAt: ((URL, String) throws -> String)?, groupsPrefix: String, flagsOnly: Bool, upstreamHTTP2: Bool
     ) async throws -> RunningProxy {
         let issuer = try await StandInIssuer()
-        let api = try await StandInAPIServer()
+        let api = try await StandInAPIServer(http2: upstreamHTTP2)
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("kip-reload-\(UUID())")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let kubeconfig = api.kubeconfig
@@ -56,11 +56,13 @@ final class RunningProxy: Sendable {
     }
 
     /// Starts a proxy (as `start` does), runs `body` with it, and stops it whatever happens.
+    /// With `upstreamHTTP2`, the stand-in API server offers HTTP/2 as kube-apiserver does.
     static func run(
         configAt: ((URL, String) throws -> String)? = nil, groupsPrefix: String = "v1:", flagsOnly: Bool = false,
-        _ body: (RunningProxy) async throws -> Void
+        upstreamHTTP2: Bool = false, _ body: (RunningProxy) async throws -> Void
     ) async throws {
-        let proxy = try await start(configAt: configAt, groupsPrefix: groupsPrefix, flagsOnly: flagsOnly)
+        let proxy = try await start(
+            configAt: configAt, groupsPrefix: groupsPrefix, flagsOnly: flagsOnly, upstreamHTTP2: upstreamHTTP2)
         do {
             try await body(proxy)
         } catch {

@@ -1,0 +1,209 @@
+import NIOCore
+import NIOHTTP1
+import NIOHTTP2
+import NIOSSL
+import NIOTLS
+
+/// An HTTP/2 connection to the API server that carries long-running requests (watches,
+/// `logs -f`) as streams of one TLS connection. Over HTTP/1.1 every open watch holds a TLS
+/// connection of its own, and that connection is most of a held watch's memory in the proxy;
+/// kube-apiserver speaks HTTP/2 (client-go uses it for everything), so thousands of watches
+/// share a few connections instead. Ordinary requests stay on the HTTP/1.1 pool, which costs
+/// less per request. Only touched on its event loop.
+final class MultiplexedUpstream {
+    /// Until the server's first SETTINGS frame says otherwise: the least RFC 9113 asks a
+    /// server to allow (kube-apiserver allows 1000 by default, Go's own default is 250).
+    static let assumedMaximumStreams = 100
+
+    let channel: any Channel
+    private let multiplexer: NIOHTTP2Handler.StreamMultiplexer
+    /// Streams opened here whose channel has not closed yet.
+    private(set) var openStreams = 0
+    /// The server's SETTINGS_MAX_CONCURRENT_STREAMS. A stream beyond it would wait, inside
+    /// NIO, for another to end: for watches, possibly forever, so none is opened beyond it.
+    var maximumStreams = MultiplexedUpstream.assumedMaximumStreams
+    /// The server sent GOAWAY: the streams it accepted run to their end; new ones go elsewhere.
+    var goingAway = false
+    /// Called on the event loop each time a stream's channel closes.
+    var onStreamClosed: (() -> Void)?
+
+    init(channel: any Channel, multiplexer: NIOHTTP2Handler.StreamMultiplexer) {
+        self.channel = channel
+        self.multiplexer = multiplexer
+    }
+
+    var hasRoom: Bool { channel.isActive && !goingAway && openStreams < maximumStreams }
+
+    /// Opens a stream whose pipeline speaks HTTP/1-style parts to an `UpstreamHandler`, like a
+    /// pooled connection's.
+    func openStream() -> EventLoopFuture<UpstreamConnection> {
+        openStreams += 1
+        let promise = channel.eventLoop.makePromise(of: (any Channel).self)
+        multiplexer.createStreamChannel(promise: promise) { stream in
+            stream.eventLoop.makeCompletedFuture {
+                let pipeline = stream.pipeline.syncOperations
+                try pipeline.addHandler(HTTP2FramePayloadToHTTP1ClientCodec(httpProtocol: .https))
+                try pipeline.addHandler(UpstreamHandler())
+            }
+        }
+        let opened = promise.futureResult.assumeIsolated()
+        opened.whenComplete { result in
+            switch result {
+            case .success(let stream):
+                stream.closeFuture.assumeIsolated().whenComplete { _ in self.streamClosed() }
+            case .failure:
+                self.streamClosed()
+            }
+        }
+        return opened.flatMapThrowing { stream in
+            let handler = try stream.pipeline.syncOperations.handler(type: UpstreamHandler.self)
+            return UpstreamConnection(channel: stream, handler: handler, isStream: true)
+        }.nonisolated()
+    }
+
+    private func streamClosed() {
+        openStreams -= 1
+        onStreamClosed?()
+    }
+
+    /// The settings this side announces: no server push, and response heads as large as the
+    /// HTTP/1.1 decoder takes.
+    static var connectionConfiguration: NIOHTTP2Handler.ConnectionConfiguration {
+        var configuration = NIOHTTP2Handler.ConnectionConfiguration()
+        configuration.initialSettings = [
+            HTTP2Setting(parameter: .enablePush, value: 0),
+            HTTP2Setting(parameter: .maxConcurrentStreams, value: 0),
+            HTTP2Setting(parameter: .maxHeaderListSize, value: ProxyServer.maximumHeaderBytes),
+        ]
+        return configuration
+    }
+}
+
+/// What an upstream connection became once its TLS handshake said which protocol the API
+/// server chose.
+enum NegotiatedUpstream {
+    case http2(MultiplexedUpstream)
+    case http1(UpstreamConnection)
+}
+
+/// Builds an upstream connection's pipeline once ALPN has chosen: HTTP/2 with a multiplexer, or
+/// the ordinary HTTP/1.1 handlers for a server that declined HTTP/2. Fails `negotiated` if the
+/// handshake fails or the connection closes first.
+final class UpstreamProtocolNegotiation: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOAny
+
+    private let negotiated: EventLoopPromise<NegotiatedUpstream>
+
+    init(negotiated: EventLoopPromise<NegotiatedUpstream>) {
+        self.negotiated = negotiated
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard let event = event as? TLSUserEvent, case .handshakeCompleted(let chosen) = event else {
+            context.fireUserInboundEventTriggered(event)
+            return
+        }
+        do {
+            let pipeline = context.pipeline.syncOperations
+            if chosen == "h2" {
+                let multiplexer = try pipeline.configureHTTP2Pipeline(
+                    mode: .client, connectionConfiguration: MultiplexedUpstream.connectionConfiguration,
+                    streamConfiguration: .init(),
+                    inboundStreamInitializer: { stream in stream.close() })
+                let watcher = MultiplexedUpstreamHandler()
+                try pipeline.addHandler(watcher)
+                let connection = MultiplexedUpstream(channel: context.channel, multiplexer: multiplexer)
+                watcher.connection = connection
+                negotiated.assumeIsolated().succeed(.http2(connection))
+            } else {
+                try pipeline.addHTTPClientHandlers(leftOverBytesStrategy: .forwardBytes)
+                let handler = UpstreamHandler()
+                try pipeline.addHandler(handler)
+                negotiated.assumeIsolated().succeed(
+                    .http1(UpstreamConnection(channel: context.channel, handler: handler)))
+            }
+            // Removing this handler fails `negotiated`, which is a no-op now it is complete.
+            pipeline.removeHandler(context: context, promise: nil)
+        } catch {
+            negotiated.fail(error)
+            context.close(promise: nil)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        negotiated.fail(UpstreamFailure(classifying: error))
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        negotiated.fail(UpstreamFailure.closedEarly)
+        context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        // A no-op once the promise is completed; otherwise the connection never got that far.
+        negotiated.fail(UpstreamFailure.closedEarly)
+    }
+}
+
+/// Follows an HTTP/2 upstream connection's own frames: the stream limit its SETTINGS set, and
+/// GOAWAY, after which no new stream starts on it.
+final class MultiplexedUpstreamHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTP2Frame
+
+    weak var connection: MultiplexedUpstream?
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data).payload {
+        case .settings(.settings(let settings)):
+            for setting in settings where setting.parameter == .maxConcurrentStreams {
+                connection?.maximumStreams = setting.value
+            }
+        case .goAway:
+            connection?.goingAway = true
+        default:
+            break
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        // The server stopped sending: nothing more can arrive on any stream.
+        if let event = event as? ChannelEvent, case .inputClosed = event {
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+}
+
+extension ProxyHandler {
+    /// Whether a request may stay open indefinitely: a watch (a `/watch/` path, or a `watch`
+    /// parameter, which kube-apiserver takes as true unless it is `false` or `0`) or a followed
+    /// log. These go to the API server as HTTP/2 streams where it offers HTTP/2.
+    static func isLongRunning(_ head: HTTPRequestHead) -> Bool {
+        guard head.method == .GET else { return false }
+        let target = head.uri[...]
+        let question = target.utf8.firstIndex(of: UInt8(ascii: "?")) ?? target.endIndex
+        let path = target[..<question]
+        if isWatchPath(path) { return true }
+        guard question < target.endIndex else { return false }
+        for parameter in target[target.index(after: question)...].split(separator: "&") {
+            let name = parameter.prefix { $0 != "=" }
+            guard name == "watch" || (name == "follow" && path.hasSuffix("/log")) else { continue }
+            let value = parameter.dropFirst(name.count + 1).lowercased()
+            if value != "false" && value != "0" { return true }
+        }
+        return false
+    }
+
+    /// `/api/v1/watch/...` or `/apis/<group>/<version>/watch/...`.
+    private static func isWatchPath(_ path: Substring) -> Bool {
+        let segments = path.split(separator: "/", maxSplits: 5, omittingEmptySubsequences: false)
+        if segments.count >= 4 && segments[1] == "api" && segments[3] == "watch" { return true }
+        return segments.count >= 5 && segments[1] == "apis" && segments[4] == "watch"
+    }
+}
