@@ -186,24 +186,48 @@ extension ProxyHandler {
     /// log. These go to the API server as HTTP/2 streams where it offers HTTP/2.
     static func isLongRunning(_ head: HTTPRequestHead) -> Bool {
         guard head.method == .GET else { return false }
-        let target = head.uri[...]
-        let question = target.utf8.firstIndex(of: UInt8(ascii: "?")) ?? target.endIndex
+        let target = head.uri.utf8[...]
+        let question = target.firstIndex(of: UInt8(ascii: "?")) ?? target.endIndex
         let path = target[..<question]
         if isWatchPath(path) { return true }
-        guard question < target.endIndex else { return false }
-        for parameter in target[target.index(after: question)...].split(separator: "&") {
-            let name = parameter.prefix { $0 != "=" }
-            guard name == "watch" || (name == "follow" && path.hasSuffix("/log")) else { continue }
-            let value = parameter.dropFirst(name.count + 1).lowercased()
-            if value != "false" && value != "0" { return true }
+        let isLog = path.reversed().starts(with: "gol/".utf8)
+        // Every request passes here: the parameters are walked in place, not split into an array.
+        var rest = target[question...].dropFirst()
+        while !rest.isEmpty {
+            let end = rest.firstIndex(of: UInt8(ascii: "&")) ?? rest.endIndex
+            let parameter = rest[..<end]
+            let name = parameter.prefix { $0 != UInt8(ascii: "=") }
+            if name.elementsEqual("watch".utf8) || (isLog && name.elementsEqual("follow".utf8)) {
+                let value = parameter.dropFirst(name.count + 1)
+                if !value.elementsEqual("0".utf8) && !ASCIICaseInsensitive.equals(value, "false") { return true }
+            }
+            rest = rest[end...].dropFirst()
         }
         return false
     }
 
     /// `/api/v1/watch/...` or `/apis/<group>/<version>/watch/...`.
-    private static func isWatchPath(_ path: Substring) -> Bool {
-        let segments = path.split(separator: "/", maxSplits: 5, omittingEmptySubsequences: false)
-        if segments.count >= 4 && segments[1] == "api" && segments[3] == "watch" { return true }
-        return segments.count >= 5 && segments[1] == "apis" && segments[4] == "watch"
+    private static func isWatchPath(_ path: Substring.UTF8View.SubSequence) -> Bool {
+        var rest = path.dropFirst()
+        var segment = 0
+        var watchSegment = -1
+        while true {
+            let end = rest.firstIndex(of: UInt8(ascii: "/")) ?? rest.endIndex
+            let name = rest[..<end]
+            if segment == 0 {
+                if name.elementsEqual("api".utf8) {
+                    watchSegment = 2
+                } else if name.elementsEqual("apis".utf8) {
+                    watchSegment = 3
+                } else {
+                    return false
+                }
+            } else if segment == watchSegment {
+                return name.elementsEqual("watch".utf8)
+            }
+            guard end < rest.endIndex else { return false }
+            rest = rest[end...].dropFirst()
+            segment += 1
+        }
     }
 }
