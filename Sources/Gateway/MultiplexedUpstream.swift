@@ -11,8 +11,8 @@ import NIOTLS
 /// share a few connections instead. Ordinary requests stay on the HTTP/1.1 pool, which costs
 /// less per request. Only touched on its event loop.
 final class MultiplexedUpstream {
-    /// Until the server's first SETTINGS frame says otherwise: the least RFC 9113 asks a
-    /// server to allow (kube-apiserver allows 1000 by default, Go's own default is 250).
+    /// When the server's SETTINGS do not say: NIO's own limit then (Go's server says 250, and
+    /// kube-apiserver what its `--http2-max-streams-per-connection` sets).
     static let assumedMaximumStreams = 100
 
     let channel: any Channel
@@ -67,7 +67,10 @@ final class MultiplexedUpstream {
     }
 
     /// The settings this side announces: no server push, and response heads as large as the
-    /// HTTP/1.1 decoder takes.
+    /// HTTP/1.1 decoder takes. NIO remembers the streams it reset so that frames still on the
+    /// way for them are dropped; past that many, such a frame is a connection error that ends
+    /// every watch on the connection, and this proxy resets a stream for every client that
+    /// leaves its watch, so it remembers as many as any server's stream limit.
     static var connectionConfiguration: NIOHTTP2Handler.ConnectionConfiguration {
         var configuration = NIOHTTP2Handler.ConnectionConfiguration()
         configuration.initialSettings = [
@@ -75,12 +78,13 @@ final class MultiplexedUpstream {
             HTTP2Setting(parameter: .maxConcurrentStreams, value: 0),
             HTTP2Setting(parameter: .maxHeaderListSize, value: ProxyServer.maximumHeaderBytes),
         ]
+        configuration.maximumRecentlyResetStreams = 4096
         return configuration
     }
 }
 
 /// What an upstream connection became once its TLS handshake said which protocol the API
-/// server chose.
+/// server chose (and, for HTTP/2, once its first SETTINGS said how many streams it allows).
 enum NegotiatedUpstream {
     case http2(MultiplexedUpstream)
     case http1(UpstreamConnection)
@@ -93,6 +97,8 @@ final class UpstreamProtocolNegotiation: ChannelInboundHandler, RemovableChannel
     typealias InboundIn = NIOAny
 
     private let negotiated: EventLoopPromise<NegotiatedUpstream>
+    /// HTTP/2 was chosen: `negotiated` is now the `MultiplexedUpstreamHandler`'s to complete.
+    private var handedOver = false
 
     init(negotiated: EventLoopPromise<NegotiatedUpstream>) {
         self.negotiated = negotiated
@@ -110,11 +116,9 @@ final class UpstreamProtocolNegotiation: ChannelInboundHandler, RemovableChannel
                     mode: .client, connectionConfiguration: MultiplexedUpstream.connectionConfiguration,
                     streamConfiguration: .init(),
                     inboundStreamInitializer: { stream in stream.close() })
-                let watcher = MultiplexedUpstreamHandler()
-                try pipeline.addHandler(watcher)
                 let connection = MultiplexedUpstream(channel: context.channel, multiplexer: multiplexer)
-                watcher.connection = connection
-                negotiated.assumeIsolated().succeed(.http2(connection))
+                try pipeline.addHandler(MultiplexedUpstreamHandler(connection: connection, negotiated: negotiated))
+                handedOver = true
             } else {
                 try pipeline.addHTTPClientHandlers(leftOverBytesStrategy: .forwardBytes)
                 let handler = UpstreamHandler()
@@ -122,7 +126,6 @@ final class UpstreamProtocolNegotiation: ChannelInboundHandler, RemovableChannel
                 negotiated.assumeIsolated().succeed(
                     .http1(UpstreamConnection(channel: context.channel, handler: handler)))
             }
-            // Removing this handler fails `negotiated`, which is a no-op now it is complete.
             pipeline.removeHandler(context: context, promise: nil)
         } catch {
             negotiated.fail(error)
@@ -142,16 +145,26 @@ final class UpstreamProtocolNegotiation: ChannelInboundHandler, RemovableChannel
 
     func handlerRemoved(context: ChannelHandlerContext) {
         // A no-op once the promise is completed; otherwise the connection never got that far.
-        negotiated.fail(UpstreamFailure.closedEarly)
+        if !handedOver { negotiated.fail(UpstreamFailure.closedEarly) }
     }
 }
 
-/// Follows an HTTP/2 upstream connection's own frames: the stream limit its SETTINGS set, and
-/// GOAWAY, after which no new stream starts on it.
+/// Follows an HTTP/2 upstream connection's own frames. The server's first SETTINGS frame (its
+/// preface) completes the negotiation, so that no stream is opened before its limit is known;
+/// later ones may change the limit; after GOAWAY no new stream starts on the connection.
 final class MultiplexedUpstreamHandler: ChannelInboundHandler {
     typealias InboundIn = HTTP2Frame
 
-    weak var connection: MultiplexedUpstream?
+    /// Held until the preface has arrived, then the pool's.
+    private var pending: MultiplexedUpstream?
+    private weak var connection: MultiplexedUpstream?
+    private var negotiated: EventLoopPromise<NegotiatedUpstream>?
+
+    init(connection: MultiplexedUpstream, negotiated: EventLoopPromise<NegotiatedUpstream>) {
+        self.pending = connection
+        self.connection = connection
+        self.negotiated = negotiated
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data).payload {
@@ -159,8 +172,14 @@ final class MultiplexedUpstreamHandler: ChannelInboundHandler {
             for setting in settings where setting.parameter == .maxConcurrentStreams {
                 connection?.maximumStreams = setting.value
             }
+            if let negotiated, let pending {
+                self.negotiated = nil
+                self.pending = nil
+                negotiated.assumeIsolated().succeed(.http2(pending))
+            }
         case .goAway:
             connection?.goingAway = true
+            if connection?.openStreams == 0 { context.close(promise: nil) }
         default:
             break
         }
@@ -175,8 +194,39 @@ final class MultiplexedUpstreamHandler: ChannelInboundHandler {
         context.fireUserInboundEventTriggered(event)
     }
 
+    /// NIO reports a single stream's error here too, after resetting that stream: that is no
+    /// reason to end the connection's other watches. The connection takes no new streams and
+    /// closes once its last one ends; the socket or TLS failing closes it at once.
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        context.close(promise: nil)
+        if let negotiated {
+            self.negotiated = nil
+            pending = nil
+            negotiated.fail(UpstreamFailure(classifying: error))
+            context.close(promise: nil)
+            return
+        }
+        connection?.goingAway = true
+        switch error {
+        case is IOError, is NIOSSLError, is BoringSSLError:
+            context.close(promise: nil)
+        default:
+            if connection?.openStreams ?? 0 == 0 { context.close(promise: nil) }
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if let negotiated {
+            self.negotiated = nil
+            pending = nil
+            negotiated.fail(UpstreamFailure.closedEarly)
+        }
+        context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        negotiated?.fail(UpstreamFailure.closedEarly)
+        negotiated = nil
+        pending = nil
     }
 }
 

@@ -423,7 +423,7 @@ final class ProxyHandler: ChannelDuplexHandler {
             clientAddress: clientAddress, authority: gateway.pool.credentials.authority, upgrade: exchange.isUpgrade)
         guard let context else { return }
         let pool = gateway.pool.pool(for: context.eventLoop)
-        if !exchange.isUpgrade && !exchange.isLongRunning, let connection = pool.takeIdle() {
+        if !exchange.isUpgrade && (!exchange.isLongRunning || pool.http2Declined), let connection = pool.takeIdle() {
             exchange.connectionReused = true
             attach(exchange, to: connection)
             return
@@ -435,9 +435,7 @@ final class ProxyHandler: ChannelDuplexHandler {
         state = .connecting(exchange)
         let connecting: EventLoopFuture<UpstreamConnection>
         if exchange.isLongRunning {
-            // A stream of a connection already open may meet that connection's end: like a
-            // pooled connection's, it is tried once more.
-            exchange.connectionReused = pool.hasMultiplexedRoom
+            exchange.connectionReused = false
             connecting = pool.connectLongRunning()
         } else {
             exchange.connectionReused = false
@@ -575,8 +573,12 @@ final class ProxyHandler: ChannelDuplexHandler {
             context.close(promise: nil)
             return
         }
-        if exchange.connectionReused && exchange.isReplayable && !exchange.retried {
-            // A pooled connection the API server had already closed: try once on a fresh one.
+        // A pooled connection the API server had already closed: try once on a fresh one. A
+        // long-running request (a GET) is tried again whatever failed before its answer began
+        // (a stream the server refused or dropped with GOAWAY was never processed), unless the
+        // answer is overdue: that would only double the wait.
+        let retryable = exchange.connectionReused || (exchange.isLongRunning && failure.kind != "timeout")
+        if retryable && exchange.isReplayable && !exchange.retried {
             exchange.retried = true
             gateway.logger.debug("retrying on a new upstream connection", metadata: ["error": "\(failure)"])
             connectNew(exchange, pool: gateway.pool.pool(for: context.eventLoop))

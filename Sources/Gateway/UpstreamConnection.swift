@@ -1,5 +1,6 @@
 import NIOCore
 import NIOHTTP1
+import NIOHTTP2
 import NIOPosix
 import NIOSSL
 
@@ -39,6 +40,9 @@ enum UpstreamFailure: Error, Sendable, CustomStringConvertible {
             self = .unreachable("\(error)")
         case is HTTPParserError:
             self = .protocolError("\(error)")
+        case is NIOHTTP2Errors.StreamClosed:
+            // The API server reset the stream, or dropped it with GOAWAY.
+            self = .closedEarly
         default:
             self = .unreachable("\(error)")
         }

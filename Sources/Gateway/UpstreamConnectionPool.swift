@@ -88,7 +88,12 @@ final class LoopPool {
     func release(_ connection: UpstreamConnection) {
         connection.handler.delegate = nil
         if connection.isStream {
-            connection.handler.close()
+            // NIO reports the response's end before it closes the stream itself; closing it
+            // here would reset a stream that has ended. One that is still open next time round
+            // (the request's body unfinished) is reset.
+            eventLoop.assumeIsolated().execute {
+                if connection.channel.isActive { connection.handler.close() }
+            }
             return
         }
         guard connection.channel.isActive, connection.handler.responseKeepAlive, idle.count < Self.maximumIdle else {
@@ -109,16 +114,17 @@ final class LoopPool {
         for connection in multiplexed where connection.openStreams == 0 { connection.channel.close(promise: nil) }
     }
 
-    /// Whether an HTTP/2 connection is open with room for another stream.
-    var hasMultiplexedRoom: Bool { multiplexed.contains { $0.hasRoom } }
+    /// The API server chose HTTP/1.1 lately: long-running requests use HTTP/1.1 connections.
+    var http2Declined: Bool {
+        guard let declined = http2DeclinedAt else { return false }
+        return .now() - declined < Self.http2RetryInterval
+    }
 
     /// A connection for a long-running request: a stream of an HTTP/2 connection to the API
     /// server (opening one when none has room), or, when the server declines HTTP/2, a new
     /// HTTP/1.1 connection.
     func connectLongRunning() -> EventLoopFuture<UpstreamConnection> {
-        if let declined = http2DeclinedAt, .now() - declined < Self.http2RetryInterval {
-            return connect()
-        }
+        if http2Declined { return connect() }
         if let connection = multiplexed.first(where: \.hasRoom) {
             return connection.openStream()
         }
@@ -140,10 +146,18 @@ final class LoopPool {
         connectNegotiating().assumeIsolated().whenComplete { result in
             self.multiplexedOpening = nil
             switch result {
+            case .success(.http2(let connection)) where connection.maximumStreams == 0:
+                // A server that allows no streams is not one to send watches to.
+                connection.channel.close(promise: nil)
+                self.http2DeclinedAt = .now()
+                ready.succeed()
+                self.connect().assumeIsolated().whenComplete(answer)
             case .success(.http2(let connection)):
                 self.adopt(connection)
+                // The requests that waited for this connection take their streams first; this
+                // one then goes where there is room, on this connection or another.
                 ready.succeed()
-                connection.openStream().assumeIsolated().whenComplete(answer)
+                self.connectLongRunning().assumeIsolated().whenComplete(answer)
             case .success(.http1(let connection)):
                 self.http2DeclinedAt = .now()
                 ready.succeed()
@@ -175,9 +189,24 @@ final class LoopPool {
     /// the API server chooses.
     private func connectNegotiating() -> EventLoopFuture<NegotiatedUpstream> {
         let negotiated = eventLoop.makePromise(of: NegotiatedUpstream.self)
+        let connectTimeout = self.connectTimeout
         connect(tls: credentials.multiplexingSSLContext) { pipeline in
             try pipeline.addHandler(UpstreamProtocolNegotiation(negotiated: negotiated))
-        }.whenFailure { error in negotiated.fail(error) }
+        }.whenComplete { result in
+            switch result {
+            case .success(let channel):
+                // Nothing else bounds the handshake and the server's preface: every watch of
+                // this event loop waits for them, so a server that accepts and never answers
+                // fails them in the connect timeout, as an unanswered request would.
+                let timeout = channel.eventLoop.scheduleTask(in: connectTimeout) {
+                    negotiated.fail(UpstreamFailure.timedOut)
+                    channel.close(promise: nil)
+                }
+                negotiated.futureResult.whenComplete { _ in timeout.cancel() }
+            case .failure(let error):
+                negotiated.fail(error)
+            }
+        }
         return negotiated.futureResult
     }
 

@@ -1,4 +1,6 @@
+import NIOCore
 import NIOHTTP1
+import NIOPosix
 import Testbed
 import Testing
 
@@ -73,42 +75,93 @@ extension MultiplexedUpstreamTests {
         }
     }
 
+    /// Opens watches until two of them reached the API server on one connection (each event
+    /// loop of the proxy has its own): returns those two and the rest.
+    private static func twoSharingWatches(_ harness: ProxyHarness) async throws -> (
+        first: RawConnection, second: RawConnection, others: [RawConnection]
+    ) {
+        let loops = Array(harness.server.group.makeIterator()).count
+        var opened: [(watch: RawConnection, connection: Int)] = []
+        for _ in 0...loops {
+            let before = harness.api.requests.count
+            let watch = try await openWatch(harness)
+            #expect(try await watch.wait { $0.text.contains("ADDED") }, "got: \(watch.text)")
+            let connection = try #require(harness.api.requests.dropFirst(before).first?.connection)
+            if let index = opened.firstIndex(where: { $0.connection == connection }) {
+                let first = opened.remove(at: index).watch
+                return (first, watch, opened.map(\.watch))
+            }
+            opened.append((watch, connection))
+        }
+        throw TestbedError("\(loops + 1) watches on \(loops) event loops, and no two shared a connection")
+    }
+
     @Test("closing a watch cancels its stream at once; the connection's other watches go on")
     func closeCancelsOnlyItsStream() async throws {
         try await ProxyHarness.run(Self.http2) { harness in
-            let kept = try await Self.openWatch(harness)
-            let closed = try await Self.openWatch(harness)
-            #expect(try await kept.wait { $0.text.contains("ADDED") })
-            #expect(try await closed.wait { $0.text.contains("ADDED") })
-            #expect(harness.api.openHeldStreams == 2)
+            let (kept, closed, others) = try await Self.twoSharingWatches(harness)
+            let open = harness.api.openHeldStreams
             await closed.close()
             // A stream is reset at once: no TLS close to wait for, unlike an HTTP/1.1 connection.
-            for _ in 0..<40 where harness.api.openHeldStreams != 1 { try await Task.sleep(for: .milliseconds(50)) }
-            #expect(harness.api.openHeldStreams == 1, "the abandoned watch is still open upstream")
+            for _ in 0..<200 where harness.api.openHeldStreams != open - 1 {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(harness.api.openHeldStreams == open - 1, "the abandoned watch is still open upstream")
             harness.api.releaseWatches()
             #expect(try await kept.wait { $0.text.contains("MODIFIED") }, "got: \(kept.text)")
             await kept.close()
+            for watch in others { await watch.close() }
         }
     }
 
-    @Test("no stream beyond the API server's SETTINGS_MAX_CONCURRENT_STREAMS: more watches open another connection")
+    @Test("no stream beyond the API server's SETTINGS_MAX_CONCURRENT_STREAMS, watches opened one by one or at once")
     func streamLimitOpensAnotherConnection() async throws {
         var options = Self.http2
         options.upstreamHTTP2MaximumStreams = 2
         try await ProxyHarness.run(options) { harness in
+            // One by one, then a burst of eight at once (most of them arrive while a connection
+            // is still being opened, before its SETTINGS have said the limit).
             var watches: [RawConnection] = []
-            for index in 0..<5 {
+            for index in 0..<3 {
                 let watch = try await Self.openWatch(harness)
                 // A stream NIO held back for the limit would never answer: every watch must.
                 #expect(try await watch.wait { $0.text.contains("ADDED") }, "watch \(index): \(watch.text)")
                 watches.append(watch)
             }
+            let burst = try await withThrowingTaskGroup(of: RawConnection.self) { group in
+                for _ in 0..<8 { group.addTask { try await Self.openWatch(harness) } }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            for (index, watch) in burst.enumerated() {
+                #expect(try await watch.wait { $0.text.contains("ADDED") }, "burst \(index): \(watch.text)")
+            }
+            watches += burst
             let connections = harness.api.requests.map(\.connection)
-            #expect(connections.count == 5)
-            #expect(Set(connections).count == 3, "connections: \(connections)")
-            #expect(Dictionary(grouping: connections, by: { $0 }).values.allSatisfy { $0.count <= 2 })
+            #expect(connections.count == 11)
+            let streamsPerConnection = Dictionary(grouping: connections, by: { $0 }).values.map(\.count)
+            #expect(streamsPerConnection.allSatisfy { $0 <= 2 }, "streams per connection: \(streamsPerConnection)")
             for watch in watches { await watch.close() }
         }
+    }
+
+    @Test("an API server that accepts and never answers TLS: watches get 504 in the connect timeout, not a hang")
+    func silentServer() async throws {
+        let silent = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelInitializer { channel in channel.eventLoop.makeSucceededVoidFuture() }
+            .bind(host: "127.0.0.1", port: 0).get()
+        var options = Self.http2
+        options.upstreamPort = silent.localAddress?.port
+        options.upstreamConnectTimeout = .milliseconds(500)
+        try await ProxyHarness.run(options) { harness in
+            // Two at once: the second waits for the connection the first is opening.
+            let watches = [try await Self.openWatch(harness), try await Self.openWatch(harness)]
+            for watch in watches {
+                #expect(try await watch.wait(timeout: .seconds(10), until: { $0.text.contains("\r\n\r\n") }))
+                #expect(watch.text.hasPrefix("HTTP/1.1 504 "), "got: \(watch.text)")
+                await watch.close()
+            }
+        }
+        try await silent.close()
     }
 
     @Test("an API server without HTTP/2: watches go on HTTP/1.1 connections as before")

@@ -63,6 +63,8 @@ struct ProxyHarness {
         /// The stand-in API server offers HTTP/2, as kube-apiserver does.
         var upstreamHTTP2 = false
         var upstreamHTTP2MaximumStreams = 100
+        /// The upstream pool's connect timeout (which also bounds an HTTP/2 handshake).
+        var upstreamConnectTimeout = TimeAmount.seconds(10)
         /// Upstream port override (for an API server that is not there).
         var upstreamPort: Int?
         var upstreamCAPEM: String?
@@ -112,7 +114,9 @@ struct ProxyHarness {
         let metrics = ProxyMetrics()
         let reloadStatus = CurrentReloadStatus()
         var gateway = GatewayContext(
-            issuers: current, pool: UpstreamConnectionPool(group: group, credentials: credentials), health: health,
+            issuers: current,
+            pool: UpstreamConnectionPool(
+                group: group, credentials: credentials, connectTimeout: options.upstreamConnectTimeout), health: health,
             logger: logger, responseHeadTimeout: options.responseHeadTimeout,
             requestHeadTimeout: options.requestHeadTimeout, maximumConnections: options.maximumConnections,
             reloadStatus: reloadStatus, metrics: metrics)
