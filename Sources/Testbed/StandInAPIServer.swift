@@ -2,6 +2,7 @@ import FoundationEssentials
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
+import NIOHTTP2
 
 /// A stand-in for kube-apiserver on loopback HTTPS. It requires the proxy's own bearer token,
 /// records every request it receives, and answers like the real one: discovery and
@@ -121,6 +122,27 @@ public final class StandInAPIServer: Sendable {
     /// on one closes its connection.
     public var openHeldStreams: Int {
         state.withLockedValue { $0.heldWatches.filter { $0.writer.channel.isActive }.count }
+    }
+
+    /// Closes the connections that carry the held streams, abruptly (an API server that
+    /// crashes): over HTTP/2 one connection carries many streams, and all of them end.
+    public func dropHeldStreamConnections() {
+        let held = state.withLockedValue { $0.heldWatches }
+        for (writer, _) in held { (writer.channel.parent ?? writer.channel).close(promise: nil) }
+    }
+
+    /// Sends GOAWAY on the HTTP/2 connections that carry held streams, as an API server that
+    /// is shutting down gracefully does: the streams it has accepted run on; it takes no new
+    /// ones there.
+    public func goAwayOnHeldStreamConnections() {
+        let held = state.withLockedValue { $0.heldWatches }
+        for (writer, _) in held {
+            guard let connection = writer.channel.parent else { continue }
+            // The first GOAWAY of a graceful shutdown (RFC 9113 §6.8): no stream is dropped.
+            let goAway = HTTP2Frame(
+                streamID: .rootStream, payload: .goAway(lastStreamID: .maxID, errorCode: .noError, opaqueData: nil))
+            connection.writeAndFlush(goAway, promise: nil)
+        }
     }
 
     /// Ends every held stream (watches, `logs -f`) with one more event or line.

@@ -164,6 +164,53 @@ extension MultiplexedUpstreamTests {
         try await silent.close()
     }
 
+    @Test("the API server's connection drops mid-watch: every watch on it ends, and new ones open another")
+    func connectionDrops() async throws {
+        try await ProxyHarness.run(Self.http2) { harness in
+            let (first, second, others) = try await Self.twoSharingWatches(harness)
+            let dropped = try #require(harness.api.requests.last?.connection)
+            harness.api.dropHeldStreamConnections()
+            // A response cut short can only be told by the connection's end, as kube-apiserver's
+            // clients see it when it crashes.
+            for watch in [first, second] + others {
+                #expect(try await watch.wait { $0.peerFinished }, "got: \(watch.text)")
+                #expect(!watch.text.hasSuffix("0\r\n\r\n"), "a cut stream was ended as if complete")
+                await watch.close()
+            }
+            let next = try await Self.openWatch(harness)
+            #expect(try await next.wait { $0.text.contains("ADDED") }, "got: \(next.text)")
+            #expect(harness.api.requests.last?.connection != dropped)
+            await next.close()
+        }
+    }
+
+    @Test("GOAWAY from the API server: its accepted watches run on, new ones go to another connection")
+    func goAway() async throws {
+        try await ProxyHarness.run(Self.http2) { harness in
+            let (first, second, others) = try await Self.twoSharingWatches(harness)
+            let draining = try #require(harness.api.requests.last?.connection)
+            harness.api.goAwayOnHeldStreamConnections()
+            try await Task.sleep(for: .milliseconds(200))
+            // Each new watch lands on some event loop; on the one that had the draining
+            // connection it must not go there.
+            var newer: [RawConnection] = []
+            let loops = Array(harness.server.group.makeIterator()).count
+            for _ in 0...loops {
+                let before = harness.api.requests.count
+                let watch = try await Self.openWatch(harness)
+                #expect(try await watch.wait { $0.text.contains("ADDED") }, "got: \(watch.text)")
+                #expect(harness.api.requests.dropFirst(before).first?.connection != draining)
+                newer.append(watch)
+            }
+            harness.api.releaseWatches()
+            for watch in [first, second] + others + newer {
+                #expect(try await watch.wait { $0.text.hasSuffix("0\r\n\r\n") }, "got: \(watch.text)")
+                #expect(watch.text.contains("MODIFIED"))
+                await watch.close()
+            }
+        }
+    }
+
     @Test("an API server without HTTP/2: watches go on HTTP/1.1 connections as before")
     func http1OnlyServer() async throws {
         try await ProxyHarness.run { harness in
