@@ -119,6 +119,14 @@ public final class TestHTTPServer: Sendable {
             }
             return configuration
         }()
+        // Go's HTTP/2 server (kube-apiserver's) does not count the streams a client resets, as
+        // NIO's does by default (200 in 30 s, then the connection is closed): a proxy cancels a
+        // stream for every watch whose client leaves, and many leave at once.
+        let streamConfiguration = {
+            var configuration = NIOHTTP2Handler.StreamConfiguration()
+            configuration.streamResetFrameRateLimit.maximumCount = Int(Int32.max)
+            return configuration
+        }()
         var tls = tls
         if http2 { tls?.applicationProtocols = ["h2", "http/1.1"] }
         let sslContext = try tls.map { try NIOSSLContext(configuration: $0) }
@@ -139,7 +147,7 @@ public final class TestHTTPServer: Sendable {
                             return channel.eventLoop.makeCompletedFuture {
                                 _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
                                     mode: .server, connectionConfiguration: connectionConfiguration,
-                                    streamConfiguration: .init()
+                                    streamConfiguration: streamConfiguration
                                 ) { stream in
                                     stream.eventLoop.makeCompletedFuture {
                                         try stream.pipeline.syncOperations.addHandler(
