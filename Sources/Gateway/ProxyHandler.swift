@@ -618,6 +618,12 @@ extension ProxyHandler: UpstreamResponseDelegate {
         exchange.responseBegan()
         exchange.status = head.status
         var headers = ImpersonationHeaders.clientResponseHeaders(head.headers, switchingProtocols: switching)
+        if exchange.head.version == .http1_0 && headers.contains(name: "transfer-encoding") {
+            // HTTP/1.0 has no chunked coding: the body goes as it comes and ends with the
+            // connection.
+            headers.remove(name: "transfer-encoding")
+            exchange.closesConnection = true
+        }
         if !exchange.keepAlive && !switching { headers.add(name: "Connection", value: "close") }
         let response = HTTPResponseHead(version: exchange.head.version, status: head.status, headers: headers)
         context.write(wrapOutboundOut(.head(response)), promise: nil)

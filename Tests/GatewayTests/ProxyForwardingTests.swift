@@ -147,4 +147,33 @@ struct ProxyForwardingTests {
             #expect(response.body.contains("v1.33.0-standin"))
         }
     }
+
+    @Test(
+        "an HTTP/1.0 client of a streamed answer gets its bytes unchunked, ended by the connection's close",
+        arguments: [false, true])
+    func http10Streamed(upstreamHTTP2: Bool) async throws {
+        var options = ProxyHarness.Options()
+        options.upstreamHTTP2 = upstreamHTTP2
+        try await ProxyHarness.run(options) { harness in
+            let token = try harness.issuer.mint()
+            // A followed log goes as an HTTP/2 stream where the server offers it; the plain log
+            // comes chunked over HTTP/1.1.
+            let path =
+                upstreamHTTP2 ? "/api/v1/namespaces/a/pods/web/log?follow=true" : "/api/v1/namespaces/a/pods/web/log"
+            let answer = Task {
+                try await RawHTTPClient.send(
+                    "GET \(path) HTTP/1.0\r\nConnection: keep-alive\r\nAuthorization: Bearer \(token)\r\n\r\n",
+                    port: harness.port)
+            }
+            if upstreamHTTP2 {
+                for _ in 0..<100 where harness.api.openHeldStreams == 0 { try await Task.sleep(for: .milliseconds(50)) }
+                harness.api.releaseWatches()
+            }
+            let response = try await answer.value
+            #expect(response.status == 200)
+            #expect(response.closedByServer)
+            #expect(!response.text.lowercased().contains("transfer-encoding"), "\(response.text)")
+            #expect(response.body == "log line 1 from web\nlog line 2 from web\n", "\(response.text)")
+        }
+    }
 }
