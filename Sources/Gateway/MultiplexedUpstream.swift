@@ -120,9 +120,7 @@ final class UpstreamProtocolNegotiation: ChannelInboundHandler, RemovableChannel
                 try pipeline.addHandler(MultiplexedUpstreamHandler(connection: connection, negotiated: negotiated))
                 handedOver = true
             } else {
-                try pipeline.addHTTPClientHandlers(leftOverBytesStrategy: .forwardBytes)
-                let handler = UpstreamHandler()
-                try pipeline.addHandler(handler)
+                let handler = try LoopPool.addHTTP1Handlers(pipeline)
                 negotiated.assumeIsolated().succeed(
                     .http1(UpstreamConnection(channel: context.channel, handler: handler)))
             }

@@ -433,14 +433,8 @@ final class ProxyHandler: ChannelDuplexHandler {
 
     private func connectNew(_ exchange: Exchange, pool: LoopPool) {
         state = .connecting(exchange)
-        let connecting: EventLoopFuture<UpstreamConnection>
-        if exchange.isLongRunning {
-            exchange.connectionReused = false
-            connecting = pool.connectLongRunning()
-        } else {
-            exchange.connectionReused = false
-            connecting = pool.connect()
-        }
+        exchange.connectionReused = false
+        let connecting = exchange.isLongRunning ? pool.connectLongRunning() : pool.connect()
         connecting.assumeIsolated().whenComplete { result in
             guard case .connecting(let current) = self.state, current === exchange else {
                 if case .success(let connection) = result { connection.handler.close() }
@@ -577,7 +571,7 @@ final class ProxyHandler: ChannelDuplexHandler {
         // long-running request (a GET) is tried again whatever failed before its answer began
         // (a stream the server refused or dropped with GOAWAY was never processed), unless the
         // answer is overdue: that would only double the wait.
-        let retryable = exchange.connectionReused || (exchange.isLongRunning && failure.kind != "timeout")
+        let retryable = exchange.connectionReused || (exchange.isLongRunning && !failure.isTimeout)
         if retryable && exchange.isReplayable && !exchange.retried {
             exchange.retried = true
             gateway.logger.debug("retrying on a new upstream connection", metadata: ["error": "\(failure)"])

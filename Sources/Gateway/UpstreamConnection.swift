@@ -58,6 +58,12 @@ enum UpstreamFailure: Error, Sendable, CustomStringConvertible {
         }
     }
 
+    /// The answer did not come in time (not: the API server could not be reached or failed).
+    var isTimeout: Bool {
+        if case .timedOut = self { return true }
+        return false
+    }
+
     /// A short bounded label for logs and metrics.
     var kind: String {
         switch self {

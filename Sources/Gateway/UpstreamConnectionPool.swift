@@ -213,12 +213,20 @@ final class LoopPool {
     /// Opens a new HTTP/1.1 TLS connection to the API server.
     func connect() -> EventLoopFuture<UpstreamConnection> {
         connect(tls: credentials.sslContext) { pipeline in
-            try pipeline.addHTTPClientHandlers(leftOverBytesStrategy: .forwardBytes)
-            try pipeline.addHandler(UpstreamHandler())
+            _ = try Self.addHTTP1Handlers(pipeline)
         }.flatMapThrowing { channel in
             let handler = try channel.pipeline.syncOperations.handler(type: UpstreamHandler.self)
             return UpstreamConnection(channel: channel, handler: handler)
         }
+    }
+
+    /// The handlers of an HTTP/1.1 connection to the API server, after TLS: what `connect`
+    /// builds, and what a connection offering HTTP/2 gets when the server chooses HTTP/1.1.
+    static func addHTTP1Handlers(_ pipeline: ChannelPipeline.SynchronousOperations) throws -> UpstreamHandler {
+        try pipeline.addHTTPClientHandlers(leftOverBytesStrategy: .forwardBytes)
+        let handler = UpstreamHandler()
+        try pipeline.addHandler(handler)
+        return handler
     }
 
     /// Connects to the API server with `tls`; `configure` adds the handlers after TLS.
