@@ -157,6 +157,7 @@ let package = Package(
             dependencies: [
                 "Gateway", "Issuers", "Config", "Testbed",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOHTTP2", package: "swift-nio-http2"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],

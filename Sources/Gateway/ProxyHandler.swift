@@ -114,7 +114,8 @@ final class ProxyHandler: ChannelDuplexHandler {
     private var deliveringQueued = false
     /// The server is shutting down: finish the exchange in progress, then close.
     private var quiescing = false
-    private var context: ChannelHandlerContext?
+    /// Where responses go: this connection's pipeline, or one stream of an HTTP/2 connection.
+    private var client: (any ClientEnd)?
     private var readPending = false
     /// The client half-closed after pipelining requests: serve them, then close. (Without
     /// requests queued, the exchange in progress is abandoned at once.)
@@ -140,17 +141,23 @@ final class ProxyHandler: ChannelDuplexHandler {
     static let liveInstances = Atomic<Int>(0)
 
     func handlerAdded(context: ChannelHandlerContext) {
-        self.context = context
-        clientAddress = context.channel.remoteAddress?.ipAddress
+        start(serving: PipelineEnd(context), clientAddress: context.channel.remoteAddress?.ipAddress)
+    }
+
+    /// Starts serving `client`: an HTTP/1.1 connection (from `handlerAdded`), or an HTTP/2
+    /// stream whose head is about to be delivered.
+    func start(serving client: any ClientEnd, clientAddress: String?) {
+        self.client = client
+        self.clientAddress = clientAddress
         if clientSplice != nil {
-            idleTimer = DeadlineTimer(eventLoop: context.eventLoop) { [weak self] in
+            idleTimer = DeadlineTimer(eventLoop: client.eventLoop) { [weak self] in
                 guard let self, case .idle = self.state else { return }
                 self.gateway.logger.debug("closing a connection that sent no request in time")
                 self.state = .closed
-                self.context?.close(promise: nil)
+                self.client?.close()
             }
         }
-        responseTimer = DeadlineTimer(eventLoop: context.eventLoop) { [weak self] in
+        responseTimer = DeadlineTimer(eventLoop: client.eventLoop) { [weak self] in
             guard let self, case .forwarding(let exchange, let upstream) = self.state, !exchange.responseStarted
             else { return }
             upstream.handler.close()
@@ -163,11 +170,16 @@ final class ProxyHandler: ChannelDuplexHandler {
     /// here, with the timers, is what frees the handler, its pipeline and its timers once the
     /// connection is gone.
     func handlerRemoved(context: ChannelHandlerContext) {
+        detach()
+    }
+
+    /// Lets go of the client end and the timers (which refer back to this handler).
+    func detach() {
         idleTimer?.cancel()
         responseTimer?.cancel()
         idleTimer = nil
         responseTimer = nil
-        self.context = nil
+        client = nil
     }
 
     /// Starts the wait for the next request head; a head (or the connection's end) stops it.
@@ -178,7 +190,11 @@ final class ProxyHandler: ChannelDuplexHandler {
     // MARK: Client → proxy
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let part = unwrapInboundIn(data)
+        receive(unwrapInboundIn(data))
+    }
+
+    /// One part of a request from the client.
+    func receive(_ part: HTTPServerRequestPart) {
         if !queued.isEmpty || (part.isHead && !isIdle) {
             switch state {
             case .closed, .spliced:
@@ -217,15 +233,25 @@ final class ProxyHandler: ChannelDuplexHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        if case .forwarding(_, let upstream) = state { upstream.handler.flush() }
+        clientReadComplete()
         context.fireChannelReadComplete()
     }
 
+    /// The client's bytes read so far are delivered: send on what went upstream.
+    func clientReadComplete() {
+        if case .forwarding(_, let upstream) = state { upstream.handler.flush() }
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
+        clientClosed()
+        context.fireChannelInactive()
+    }
+
+    /// The client connection (or the HTTP/2 stream) is gone.
+    func clientClosed() {
         idleTimer?.cancel()
         responseTimer?.cancel()
         abandonExchange()
-        context.fireChannelInactive()
     }
 
     /// Gives up whatever this connection was doing: the upstream connection of an exchange in
@@ -282,15 +308,26 @@ final class ProxyHandler: ChannelDuplexHandler {
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable, case .forwarding(_, let upstream) = state {
-            upstream.handler.resumeReads()
-        }
+        clientWritabilityChanged()
         context.fireChannelWritabilityChanged()
     }
 
+    /// The client end may take response bytes again (or may not).
+    func clientWritabilityChanged() {
+        if client?.isWritable == true, case .forwarding(_, let upstream) = state {
+            upstream.handler.resumeReads()
+        }
+    }
+
     func read(context: ChannelHandlerContext) {
+        requestClientBytes()
+    }
+
+    /// The client end asks whether it may take more request bytes: now (`ClientEnd.read`), or
+    /// once the API server can take them.
+    func requestClientBytes() {
         if wantsClientBytes {
-            context.read()
+            client?.read()
         } else {
             readPending = true
         }
@@ -308,9 +345,9 @@ final class ProxyHandler: ChannelDuplexHandler {
     }
 
     private func resumeClientReadsIfWanted() {
-        if readPending && wantsClientBytes, let context {
+        if readPending && wantsClientBytes, let client {
             readPending = false
-            context.read()
+            client.read()
         }
     }
 
@@ -356,8 +393,8 @@ final class ProxyHandler: ChannelDuplexHandler {
             reject(exchange, rejection, issuer: issuer)
         case .needsKeyRefetch(let issuerName):
             state = .authenticating(exchange)
-            guard let context else { return }
-            let promise = context.eventLoop.makePromise(of: Result<Identity, TokenRejection>.self)
+            guard let client else { return }
+            let promise = client.eventLoop.makePromise(of: Result<Identity, TokenRejection>.self)
             promise.completeWithTask { await issuers.authenticateAfterRefetch(token: token) }
             promise.futureResult.assumeIsolated().whenSuccess { result in
                 self.gateway.metrics.recordVerification(duration: ContinuousClock.now - verificationStart)
@@ -421,8 +458,8 @@ final class ProxyHandler: ChannelDuplexHandler {
         exchange.upstreamHead = ImpersonationHeaders.upstreamHead(
             for: exchange.head, identity: identity, authorization: gateway.pool.credentials.authorization,
             clientAddress: clientAddress, authority: gateway.pool.credentials.authority, upgrade: exchange.isUpgrade)
-        guard let context else { return }
-        let pool = gateway.pool.pool(for: context.eventLoop)
+        guard let client else { return }
+        let pool = gateway.pool.pool(for: client.eventLoop)
         if !exchange.isUpgrade && (!exchange.isLongRunning || pool.http2Declined), let connection = pool.takeIdle() {
             exchange.connectionReused = true
             attach(exchange, to: connection)
@@ -486,7 +523,7 @@ final class ProxyHandler: ChannelDuplexHandler {
         head: HTTPRequestHead, status: HTTPResponseStatus, contentType: String, body: String,
         exchange: Exchange? = nil
     ) {
-        guard let context else { return }
+        guard let client else { return }
         let keepAlive = exchange?.keepAlive ?? Self.isKeepAlive(head)
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: contentType)
@@ -494,13 +531,11 @@ final class ProxyHandler: ChannelDuplexHandler {
         headers.add(name: "X-Content-Type-Options", value: "nosniff")
         headers.add(name: "Content-Length", value: String(body.utf8.count))
         if !keepAlive { headers.add(name: "Connection", value: "close") }
-        context.write(
-            wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))),
-            promise: nil)
+        client.write(.head(HTTPResponseHead(version: head.version, status: status, headers: headers)))
         if head.method != .HEAD {
-            var buffer = context.channel.allocator.buffer(capacity: body.utf8.count)
+            var buffer = client.allocator.buffer(capacity: body.utf8.count)
             buffer.writeString(body)
-            context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+            client.write(.body(.byteBuffer(buffer)))
         }
         if let exchange {
             exchange.responseBytes = body.utf8.count
@@ -510,7 +545,7 @@ final class ProxyHandler: ChannelDuplexHandler {
         // exchange finished.
         let requestEnded = exchange?.requestEnded ?? false
         state = requestEnded ? .idle : .draining(keepAlive: keepAlive)
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        client.writeAndFlush(.end(nil))
         if requestEnded {
             finishExchange(keepAlive: keepAlive)
         } else {
@@ -524,7 +559,7 @@ final class ProxyHandler: ChannelDuplexHandler {
         if !keepAlive || quiescing || (clientInputClosed && queued.isEmpty) {
             state = .closed
             queued.removeAll()
-            context?.close(promise: nil)
+            client?.close()
             return
         }
         if case .draining = state { state = .idle }
@@ -532,7 +567,7 @@ final class ProxyHandler: ChannelDuplexHandler {
         if case .idle = state {
             if clientInputClosed && queued.isEmpty {
                 state = .closed
-                context?.close(promise: nil)
+                client?.close()
                 return
             }
             armIdleTimeout()
@@ -558,13 +593,13 @@ final class ProxyHandler: ChannelDuplexHandler {
     private func upstreamFailed(_ exchange: Exchange, _ failure: UpstreamFailure) {
         gateway.metrics.recordUpstreamError(kind: failure.kind)
         responseTimer?.clear()
-        guard let context else { return }
+        guard let client else { return }
         if exchange.responseStarted {
             // The client has a partial response; closing is the only honest signal left.
             gateway.logger.warning("upstream failed mid-response", metadata: ["error": "\(failure)"])
             logAccess(exchange)
             state = .closed
-            context.close(promise: nil)
+            client.close()
             return
         }
         // A pooled connection the API server had already closed: try once on a fresh one. A
@@ -575,7 +610,7 @@ final class ProxyHandler: ChannelDuplexHandler {
         if retryable && exchange.isReplayable && !exchange.retried {
             exchange.retried = true
             gateway.logger.debug("retrying on a new upstream connection", metadata: ["error": "\(failure)"])
-            connectNew(exchange, pool: gateway.pool.pool(for: context.eventLoop))
+            connectNew(exchange, pool: gateway.pool.pool(for: client.eventLoop))
             return
         }
         gateway.logger.warning(
@@ -599,7 +634,7 @@ final class ProxyHandler: ChannelDuplexHandler {
 
 extension ProxyHandler: UpstreamResponseDelegate {
     func upstreamResponseHead(_ head: HTTPResponseHead) {
-        guard case .forwarding(let exchange, _) = state, let context else { return }
+        guard case .forwarding(let exchange, _) = state, let client else { return }
         responseTimer?.clear()
         exchange.upstreamLatency = exchange.upstreamStartedAt.map { ContinuousClock.now - $0 }
         let switching = head.status == .switchingProtocols
@@ -620,31 +655,31 @@ extension ProxyHandler: UpstreamResponseDelegate {
         }
         if !exchange.keepAlive && !switching { headers.add(name: "Connection", value: "close") }
         let response = HTTPResponseHead(version: exchange.head.version, status: head.status, headers: headers)
-        context.write(wrapOutboundOut(.head(response)), promise: nil)
+        client.write(.head(response))
     }
 
     func upstreamResponseBody(_ body: ByteBuffer) {
-        guard case .forwarding(let exchange, let upstream) = state, let context else { return }
+        guard case .forwarding(let exchange, let upstream) = state, let client else { return }
         exchange.responseBytes += body.readableBytes
-        context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
-        if !context.channel.isWritable { upstream.handler.pauseReads() }
+        client.write(.body(.byteBuffer(body)))
+        if !client.isWritable { upstream.handler.pauseReads() }
     }
 
     func upstreamResponseEnd() {
-        guard case .forwarding(let exchange, let upstream) = state, let context else { return }
+        guard case .forwarding(let exchange, let upstream) = state, let client else { return }
         logAccess(exchange)
         let keepAlive = exchange.keepAlive
         // As in `respondLocally`, the state moves before `.end` is written.
         if exchange.requestEnded && !exchange.isUpgrade {
             state = .idle
-            gateway.pool.pool(for: context.eventLoop).release(upstream)
+            gateway.pool.pool(for: client.eventLoop).release(upstream)
         } else {
             // The API server answered before the request body was complete: this connection
             // cannot carry another request, and the rest of the client's body is dropped.
             state = .draining(keepAlive: keepAlive)
             upstream.handler.close()
         }
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        client.writeAndFlush(.end(nil))
         if exchange.requestEnded {
             finishExchange(keepAlive: keepAlive)
         } else {
@@ -653,10 +688,12 @@ extension ProxyHandler: UpstreamResponseDelegate {
     }
 
     func upstreamSwitchingProtocols() -> SpliceHandler? {
-        guard case .forwarding(let exchange, _) = state, exchange.isUpgrade, let context else { return nil }
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        guard case .forwarding(let exchange, _) = state, exchange.isUpgrade, let client,
+            let closeFuture = client.closeFuture
+        else { return nil }
+        client.writeAndFlush(.end(nil))
         logAccess(exchange)
-        gateway.metrics.upgradeOpened(until: context.channel.closeFuture)
+        gateway.metrics.upgradeOpened(until: closeFuture)
         state = .spliced
         // Bytes pipelined behind the upgrade request were parsed as HTTP; they are dropped.
         queued.removeAll()
@@ -667,7 +704,7 @@ extension ProxyHandler: UpstreamResponseDelegate {
     }
 
     func upstreamReadComplete() {
-        context?.flush()
+        client?.flush()
     }
 
     func upstreamWritabilityChanged(isWritable: Bool) {

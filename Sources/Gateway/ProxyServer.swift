@@ -103,20 +103,13 @@ public final class ProxyServer: Sendable {
         try pipeline.addHandler(ProxyHandler(gateway: gateway, clientSplice: splice))
     }
 
-    /// HTTP/2: each stream is translated to HTTP/1-style parts and served by its own
-    /// `ProxyHandler`, so every check and header rule is the same; flow control is per stream.
+    /// HTTP/2: `HTTP2StreamsHandler` serves each stream with its own `ProxyHandler`, so every
+    /// check and header rule is the same as over HTTP/1.1; flow control is per stream.
     static func configureHTTP2Pipeline(_ channel: any Channel, gateway: GatewayContext) throws {
-        defer { try? channel.pipeline.syncOperations.addHandler(CloseOnInputClosed()) }
-        _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
-            mode: .server,
-            connectionConfiguration: .init(),
-            streamConfiguration: .init(),
-            inboundStreamInitializer: { stream in
-                stream.eventLoop.makeCompletedFuture {
-                    try stream.pipeline.syncOperations.addHandler(HTTP2FramePayloadToHTTP1ServerCodec())
-                    try stream.pipeline.syncOperations.addHandler(ProxyHandler(gateway: gateway, clientSplice: nil))
-                }
-            })
+        let pipeline = channel.pipeline.syncOperations
+        try pipeline.addHandler(NIOHTTP2Handler(mode: .server, connectionConfiguration: .init()))
+        try pipeline.addHandler(HTTP2StreamsHandler(gateway: gateway))
+        try pipeline.addHandler(CloseOnInputClosed())
     }
 
     /// Stops accepting connections; open ones continue.

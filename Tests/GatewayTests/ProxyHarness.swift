@@ -52,6 +52,13 @@ struct ProxyHarness {
     }
 
     struct Options {
+        /// Serving HTTPS, otherwise the defaults.
+        static var servingTLS: Options {
+            var options = Options()
+            options.serveTLS = true
+            return options
+        }
+
         var mapIssuer: @Sendable (IssuerConfiguration) -> IssuerConfiguration = { $0 }
         var allowReservedIdentities = false
         var responseHeadTimeout: TimeAmount = .seconds(30)
@@ -202,3 +209,19 @@ struct ProxyHarness {
 /// The Status JSON kube-apiserver sends for a 401.
 let unauthorizedStatus =
     #"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"Unauthorized","reason":"Unauthorized","code":401}"#
+
+extension ProxyHarness {
+    /// Starts a GET whose body streams (a watch) over HTTP/2 and returns the body's first chunk
+    /// and the rest, to be read as the test wants.
+    func openHTTP2Stream(_ path: String, token: String) async throws -> (
+        first: ByteBuffer, rest: HTTPClientResponse.Body.AsyncIterator
+    ) {
+        var request = HTTPClientRequest(url: baseURL + path)
+        request.headers.add(name: "Authorization", value: "Bearer \(token)")
+        let response = try await client.execute(request, timeout: .seconds(60))
+        guard response.version == .http2 else { throw TestbedError("\(path) was answered over \(response.version)") }
+        var body = response.body.makeAsyncIterator()
+        guard let first = try await body.next() else { throw TestbedError("\(path) ended at once") }
+        return (first, body)
+    }
+}

@@ -12,15 +12,9 @@ import Testing
 
 @Suite("Serving HTTPS: HTTP/2 and HTTP/1.1 by ALPN, certificate rotation")
 struct TLSServingTests {
-    private func tlsOptions() -> ProxyHarness.Options {
-        var options = ProxyHarness.Options()
-        options.serveTLS = true
-        return options
-    }
-
     @Test("over HTTP/2 a request is checked, rewritten and answered as over HTTP/1.1")
     func http2Request() async throws {
-        try await ProxyHarness.run(tlsOptions()) { harness in
+        try await ProxyHarness.run(.servingTLS) { harness in
             var request = HTTPClientRequest(url: harness.baseURL + "/api/v1/namespaces")
             request.headers.add(name: "Authorization", value: "Bearer \(try harness.issuer.mint())")
             let response = try await harness.client.execute(request, timeout: .seconds(30))
@@ -43,14 +37,9 @@ struct TLSServingTests {
 
     @Test("100 concurrent streams on one HTTP/2 connection complete while a watch on the same connection stays open")
     func concurrentStreamsBesideAWatch() async throws {
-        try await ProxyHarness.run(tlsOptions()) { harness in
+        try await ProxyHarness.run(.servingTLS) { harness in
             let token = try harness.issuer.mint()
-            var watchRequest = HTTPClientRequest(url: harness.baseURL + "/api/v1/namespaces?watch=true")
-            watchRequest.headers.add(name: "Authorization", value: "Bearer \(token)")
-            let watch = try await harness.client.execute(watchRequest, timeout: .seconds(60))
-            #expect(watch.version == .http2)
-            var watchBody = watch.body.makeAsyncIterator()
-            let first = try #require(try await watchBody.next())
+            var (first, watchBody) = try await harness.openHTTP2Stream("/api/v1/namespaces?watch=true", token: token)
             #expect(String(buffer: first).contains("ADDED"))
 
             let statuses = try await withThrowingTaskGroup(of: UInt.self) { group in
@@ -79,7 +68,7 @@ struct TLSServingTests {
 
     @Test("a client asking for HTTP/1.1 over TLS gets HTTP/1.1 (kubectl exec, tested end to end, relies on it)")
     func http11OverTLS() async throws {
-        try await ProxyHarness.run(tlsOptions()) { harness in
+        try await ProxyHarness.run(.servingTLS) { harness in
             var tls = TLSConfiguration.makeClientConfiguration()
             tls.trustRoots = .certificates(
                 try NIOSSLCertificate.fromPEMBytes(Array(try #require(harness.serving).authority.certificatePEM.utf8)))
@@ -99,7 +88,7 @@ struct TLSServingTests {
 
     @Test("plain HTTP sent to the HTTPS listener is refused cleanly, and the listener keeps serving")
     func plainHTTPToTLSPort() async throws {
-        try await ProxyHarness.run(tlsOptions()) { harness in
+        try await ProxyHarness.run(.servingTLS) { harness in
             let response = try await RawHTTPClient.send(
                 "GET /healthz HTTP/1.1\r\nHost: p\r\n\r\n", port: harness.port, timeout: .seconds(5))
             #expect(response.status == nil)
@@ -112,7 +101,7 @@ struct TLSServingTests {
 
     @Test("a renewed certificate is served to new connections while an open watch continues")
     func rotation() async throws {
-        try await ProxyHarness.run(tlsOptions()) { harness in
+        try await ProxyHarness.run(.servingTLS) { harness in
             let serving = try #require(harness.serving)
             var watchRequest = HTTPClientRequest(url: harness.baseURL + "/api/v1/namespaces?watch=true")
             watchRequest.headers.add(name: "Authorization", value: "Bearer \(try harness.issuer.mint())")
@@ -147,7 +136,7 @@ struct TLSServingTests {
 
     @Test("a renewed pair that does not load keeps the current certificate")
     func badRotation() async throws {
-        try await ProxyHarness.run(tlsOptions()) { harness in
+        try await ProxyHarness.run(.servingTLS) { harness in
             let serving = try #require(harness.serving)
             try "not a certificate".write(toFile: serving.directory + "/tls.crt", atomically: true, encoding: .utf8)
             var logger = Logger(label: "test")

@@ -210,16 +210,6 @@ func raiseOpenFileLimit(to count: Int) -> Int {
     return Int(limit.rlim_cur)
 }
 
-/// Waits until `condition` holds, polling, or `timeout` passes (then false).
-func eventually(timeout: Duration = .seconds(20), _ condition: () throws -> Bool) async throws -> Bool {
-    let deadline = ContinuousClock.now + timeout
-    while try !condition() {
-        if ContinuousClock.now >= deadline { return false }
-        try await Task.sleep(for: .milliseconds(20))
-    }
-    return true
-}
-
 extension RunningProxy {
     /// Runs the proxy trusting two issuers: the stand-in one (groups prefixed `a:`) and `second`
     /// (named `second`, groups prefixed `b:`).

@@ -1,0 +1,57 @@
+import NIOCore
+import NIOHTTP1
+
+/// Where a `ProxyHandler` sends its response and asks for more of the request: an HTTP/1.1
+/// connection's pipeline, or one stream of an HTTP/2 connection.
+///
+/// Only used on `eventLoop`.
+protocol ClientEnd: AnyObject {
+    var eventLoop: any EventLoop { get }
+    var allocator: ByteBufferAllocator { get }
+    /// Whether response bytes can be taken now. When it turns true again the handler hears of
+    /// it (`ProxyHandler.clientWritabilityChanged`).
+    var isWritable: Bool { get }
+    /// Completes when the client connection closes; nil on an HTTP/2 stream (nothing upgrades).
+    var closeFuture: EventLoopFuture<Void>? { get }
+    func write(_ part: HTTPServerResponsePart)
+    func writeAndFlush(_ part: HTTPServerResponsePart)
+    func flush()
+    /// Ends the connection (or resets the stream, if its response is not complete).
+    func close()
+    /// Takes more request bytes: a socket read, or on a stream the flow-control window for them.
+    func read()
+}
+
+/// An HTTP/1.1 connection: the handler's place in its pipeline.
+final class PipelineEnd: ClientEnd {
+    private let context: ChannelHandlerContext
+
+    init(_ context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    var eventLoop: any EventLoop { context.eventLoop }
+    var allocator: ByteBufferAllocator { context.channel.allocator }
+    var isWritable: Bool { context.channel.isWritable }
+    var closeFuture: EventLoopFuture<Void>? { context.channel.closeFuture }
+
+    func write(_ part: HTTPServerResponsePart) {
+        context.write(NIOAny(part), promise: nil)
+    }
+
+    func writeAndFlush(_ part: HTTPServerResponsePart) {
+        context.writeAndFlush(NIOAny(part), promise: nil)
+    }
+
+    func flush() {
+        context.flush()
+    }
+
+    func close() {
+        context.close(promise: nil)
+    }
+
+    func read() {
+        context.read()
+    }
+}

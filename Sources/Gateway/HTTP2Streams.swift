@@ -1,0 +1,418 @@
+import NIOCore
+import NIOHPACK
+import NIOHTTP1
+import NIOHTTP2
+
+/// Serves the streams of one HTTP/2 client connection. Each stream gets a `ProxyHandler` of its
+/// own, so every check and header rule is the one HTTP/1.1 gets, but no child channel: the
+/// frames of all streams arrive here, already checked by `NIOHTTP2Handler` (framing, header
+/// block rules, content length), and each stream's response leaves from here as frames. NIO's
+/// channel, pipeline and HTTP/1 codec per stream cost about as much again as the rest of its
+/// HTTP/2 stack per request.
+///
+/// Flow control is per stream, as with NIO's multiplexer. A stream's request body is given
+/// window back only as the API server takes it. A stream whose client grants no more window
+/// stops reading its own upstream; the connection's other streams go on.
+final class HTTP2StreamsHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTP2Frame
+    typealias OutboundOut = HTTP2Frame
+
+    /// The receive window kept open, per stream and for the connection (HTTP/2's initial 64 KiB).
+    static let targetWindow = 65_535
+    /// Request bytes taken by a stream are given back once at least this many are owed.
+    static let windowGrantThreshold = 8_192
+
+    private let gateway: GatewayContext
+    private var context: ChannelHandlerContext?
+    private var clientAddress: String?
+    private var streams: [HTTP2StreamID: HTTP2ClientStream] = [:]
+    /// Streams that got frames since the last read completed: they send on what went upstream.
+    private var readStreams: [HTTP2ClientStream] = []
+    /// The client's SETTINGS_INITIAL_WINDOW_SIZE: how much a new stream may send it.
+    private var peerInitialWindow = 65_535
+    private var highestStreamID = HTTP2StreamID(0)
+    /// Within `channelRead`: what is written now is flushed when the read completes.
+    private var reading = false
+    /// The server is draining: GOAWAY is sent, and the connection closes once its streams end.
+    private var quiescing = false
+
+    init(gateway: GatewayContext) {
+        self.gateway = gateway
+    }
+
+    var isParentWritable: Bool { context?.channel.isWritable ?? false }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        clientAddress = context.channel.remoteAddress?.ipAddress
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        closeAllStreams()
+        self.context = nil
+    }
+
+    // MARK: Frames from the client
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        reading = true
+        defer { reading = false }
+        switch frame.payload {
+        case .headers(let headers):
+            if let stream = streams[frame.streamID] {
+                // Trailers: the request is complete (they are not forwarded, as over HTTP/1.1).
+                stream.requestEnded = true
+                stream.proxy.receive(.end(nil))
+                noteRead(stream)
+            } else {
+                openStream(frame.streamID, headers: headers.headers, endStream: headers.endStream)
+            }
+        case .data(let data):
+            guard let stream = streams[frame.streamID] else { return }
+            guard case .byteBuffer(let body) = data.data else { return }
+            stream.owed += body.readableBytes + (data.paddingBytes.map { $0 + 1 } ?? 0)
+            if body.readableBytes > 0 { stream.proxy.receive(.body(body)) }
+            if data.endStream {
+                stream.requestEnded = true
+                stream.proxy.receive(.end(nil))
+            } else {
+                stream.proxy.requestClientBytes()
+            }
+            noteRead(stream)
+        case .windowUpdate(let increment):
+            guard frame.streamID != .rootStream, let stream = streams[frame.streamID] else { return }
+            let wasWritable = stream.isWritable
+            stream.credit += increment
+            if !wasWritable && stream.isWritable { stream.proxy.clientWritabilityChanged() }
+        case .settings(.settings(let settings)):
+            for setting in settings where setting.parameter == .initialWindowSize {
+                let delta = setting.value - peerInitialWindow
+                peerInitialWindow = setting.value
+                for stream in streams.values {
+                    let wasWritable = stream.isWritable
+                    stream.credit += delta
+                    if !wasWritable && stream.isWritable { stream.proxy.clientWritabilityChanged() }
+                }
+            }
+        case .rstStream, .goAway, .ping, .priority, .settings, .pushPromise, .alternativeService, .origin:
+            // Resets arrive as `StreamClosedEvent`s; the rest is the connection's business,
+            // handled by `NIOHTTP2Handler`.
+            break
+        }
+    }
+
+    private func openStream(_ id: HTTP2StreamID, headers: HPACKHeaders, endStream: Bool) {
+        guard let context else { return }
+        if quiescing {
+            // After GOAWAY: a stream the client opened before it arrived is refused, unprocessed,
+            // so the client may send it again on a new connection.
+            context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .rstStream(.refusedStream))), promise: nil)
+            return
+        }
+        guard let head = Self.requestHead(headers, endStream: endStream) else {
+            context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .rstStream(.protocolError))), promise: nil)
+            return
+        }
+        let proxy = ProxyHandler(gateway: gateway, clientSplice: nil)
+        let stream = HTTP2ClientStream(
+            id: id, connection: self, proxy: proxy, credit: peerInitialWindow, eventLoop: context.eventLoop,
+            allocator: context.channel.allocator)
+        streams[id] = stream
+        if id > highestStreamID { highestStreamID = id }
+        proxy.start(serving: stream, clientAddress: clientAddress)
+        proxy.receive(.head(head))
+        if endStream {
+            stream.requestEnded = true
+            proxy.receive(.end(nil))
+        }
+        noteRead(stream)
+    }
+
+    private func noteRead(_ stream: HTTP2ClientStream) {
+        guard !stream.inReadList else { return }
+        stream.inReadList = true
+        readStreams.append(stream)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        let streams = readStreams
+        readStreams.removeAll(keepingCapacity: true)
+        for stream in streams {
+            stream.inReadList = false
+            stream.proxy.clientReadComplete()
+        }
+        context.flush()
+        context.fireChannelReadComplete()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        switch event {
+        case let closed as StreamClosedEvent:
+            guard let stream = streams.removeValue(forKey: closed.streamID) else { return }
+            stream.closed = true
+            // Reset by the client (a cancelled watch) or failed: give up its exchange.
+            if !stream.responseEnded { stream.proxy.clientClosed() }
+            stream.proxy.detach()
+            if quiescing && streams.isEmpty {
+                // Closed from the next tick: this event comes from within the write of the
+                // stream's last frame, which the close would otherwise throw away unsent.
+                context.eventLoop.assumeIsolated().execute {
+                    context.flush()
+                    context.close(promise: nil)
+                }
+            }
+        case let window as NIOHTTP2WindowUpdatedEvent:
+            // The connection's receive window is topped up as frames arrive (each stream's is
+            // given back only as its body is taken), as NIO's multiplexer does.
+            guard window.streamID == .rootStream, let size = window.inboundWindowSize,
+                size <= Self.targetWindow / 2
+            else { return }
+            let update = HTTP2Frame(
+                streamID: .rootStream, payload: .windowUpdate(windowSizeIncrement: Self.targetWindow - size))
+            context.write(wrapOutboundOut(update), promise: nil)
+            if !reading { context.flush() }
+        case is ChannelShouldQuiesceEvent:
+            // Graceful shutdown: no new streams (GOAWAY names the last one taken); those in
+            // progress finish, then the connection closes.
+            quiescing = true
+            let goAway = HTTP2Frame(
+                streamID: .rootStream,
+                payload: .goAway(lastStreamID: highestStreamID, errorCode: .noError, opaqueData: nil))
+            context.writeAndFlush(wrapOutboundOut(goAway), promise: nil)
+            if streams.isEmpty { context.close(promise: nil) }
+        case is NIOHTTP2StreamCreatedEvent, is NIOHTTP2BulkStreamWindowChangeEvent:
+            break
+        default:
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            for stream in streams.values where stream.isWritable { stream.proxy.clientWritabilityChanged() }
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        closeAllStreams()
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // A write to a stream the client has just reset: that stream's close is on its way.
+        if error is NIOHTTP2Errors.StreamError { return }
+        context.fireErrorCaught(error)
+    }
+
+    private func closeAllStreams() {
+        let open = streams.values
+        streams.removeAll()
+        for stream in open {
+            stream.closed = true
+            if !stream.responseEnded { stream.proxy.clientClosed() }
+            stream.proxy.detach()
+        }
+    }
+
+    // MARK: Frames to the client
+
+    func send(_ part: HTTPServerResponsePart, on stream: HTTP2ClientStream, flush: Bool) {
+        guard let context, !stream.closed, !stream.responseEnded else { return }
+        let payload: HTTP2Frame.FramePayload
+        switch part {
+        case .head(let head):
+            payload = .headers(.init(headers: Self.responseHeaders(head)))
+        case .body(.byteBuffer(let body)):
+            stream.credit -= body.readableBytes
+            payload = .data(.init(data: .byteBuffer(body)))
+        case .body(.fileRegion):
+            preconditionFailure("a response body is relayed as bytes")
+        case .end:
+            // Marked first: the write may close the stream at once (`StreamClosedEvent`).
+            stream.responseEnded = true
+            payload = .data(.init(data: .byteBuffer(ByteBuffer()), endStream: true))
+        }
+        context.write(wrapOutboundOut(HTTP2Frame(streamID: stream.id, payload: payload)), promise: nil)
+        if flush && !reading { context.flush() }
+    }
+
+    func flush() {
+        if !reading { context?.flush() }
+    }
+
+    /// Ends a stream its `ProxyHandler` is done with: a response cut short is reset (CANCEL); a
+    /// complete one whose request is still arriving stops the upload (NO_ERROR).
+    func reset(_ stream: HTTP2ClientStream) {
+        guard let context, !stream.closed else { return }
+        let reason: HTTP2ErrorCode = stream.responseEnded ? .noError : .cancel
+        stream.responseEnded = true
+        context.write(wrapOutboundOut(HTTP2Frame(streamID: stream.id, payload: .rstStream(reason))), promise: nil)
+        if !reading { context.flush() }
+    }
+
+    /// Gives a stream's taken request bytes back to its client as window.
+    func grantWindow(_ stream: HTTP2ClientStream) {
+        guard let context, !stream.closed, !stream.requestEnded, stream.owed >= Self.windowGrantThreshold else {
+            return
+        }
+        let increment = stream.owed
+        stream.owed = 0
+        context.write(
+            wrapOutboundOut(HTTP2Frame(streamID: stream.id, payload: .windowUpdate(windowSizeIncrement: increment))),
+            promise: nil)
+        if !reading { context.flush() }
+    }
+
+    // MARK: Translation
+
+    /// An HTTP/1-style request head from a request's header block, or nil when a pseudo-header
+    /// could not be written into an HTTP/1.1 request line unchanged (`NIOHTTP2Handler` has
+    /// already checked which pseudo-headers are present and the regular fields' names and values).
+    static func requestHead(_ block: HPACKHeaders, endStream: Bool) -> HTTPRequestHead? {
+        var method: String?
+        var path: String?
+        var authority: String?
+        var hasHost = false
+        var hasContentLength = false
+        for (name, value, _) in block {
+            guard name.utf8.first == UInt8(ascii: ":") else {
+                if name == "host" { hasHost = true }
+                if name == "content-length" { hasContentLength = true }
+                continue
+            }
+            switch name {
+            case ":method": method = value
+            case ":path": path = value
+            case ":authority": authority = value
+            default: break
+            }
+        }
+        guard let method, isToken(method) else { return nil }
+        let httpMethod = HTTPMethod(rawValue: method)
+        let uri: String
+        if let path {
+            guard isRequestTarget(path), path.utf8.first == UInt8(ascii: "/") || (path == "*" && httpMethod == .OPTIONS)
+            else { return nil }
+            uri = path
+        } else {
+            // CONNECT names only an authority (and is refused: nothing tunnels over a stream).
+            guard let authority else { return nil }
+            uri = authority
+        }
+        var fields: [(String, String)] = []
+        fields.reserveCapacity(block.count)
+        if !hasHost, let authority {
+            guard isRequestTarget(authority) else { return nil }
+            fields.append(("host", authority))
+        }
+        switch httpMethod {
+        case .GET, .HEAD, .DELETE, .CONNECT, .TRACE:
+            break
+        default:
+            // The API server reads an HTTP/1.1 body by its framing: say where it ends.
+            if !hasContentLength {
+                fields.append(endStream ? ("content-length", "0") : ("transfer-encoding", "chunked"))
+            }
+        }
+        for (name, value, _) in block where name.utf8.first != UInt8(ascii: ":") {
+            fields.append((name, value))
+        }
+        return HTTPRequestHead(version: .http2, method: httpMethod, uri: uri, headers: HTTPHeaders(fields))
+    }
+
+    /// An HTTP/2 response header block: `:status`, then the fields with lower-case names and
+    /// without HTTP/1.1's connection-specific ones, which HTTP/2 forbids.
+    static func responseHeaders(_ head: HTTPResponseHead) -> HPACKHeaders {
+        var fields: [(String, String)] = [(":status", String(head.status.code))]
+        fields.reserveCapacity(head.headers.count + 1)
+        let connectionTokens = head.headers[canonicalForm: "connection"]
+        for (name, value) in head.headers {
+            let lowered = name.lowercased()
+            switch lowered {
+            case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
+                continue
+            default:
+                if !connectionTokens.isEmpty, connectionTokens.contains(where: { $0.lowercased() == lowered }) {
+                    continue
+                }
+                fields.append((lowered, value))
+            }
+        }
+        return HPACKHeaders(fields)
+    }
+
+    /// RFC 9110 token characters: a method that cannot break the request line.
+    private static func isToken(_ value: String) -> Bool {
+        !value.isEmpty
+            && value.utf8.allSatisfy { byte in
+                switch byte {
+                case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+                    UInt8(ascii: "0")...UInt8(ascii: "9"):
+                    true
+                default:
+                    "!#$%&'*+-.^_`|~".utf8.contains(byte)
+                }
+            }
+    }
+
+    /// No control characters, space or DEL: nothing that could end the request line early or
+    /// smuggle a second request into the HTTP/1.1 connection to the API server.
+    private static func isRequestTarget(_ value: String) -> Bool {
+        !value.isEmpty && value.utf8.allSatisfy { $0 > 0x20 && $0 != 0x7F }
+    }
+}
+
+/// One stream of an HTTP/2 client connection, as its `ProxyHandler` sees it.
+final class HTTP2ClientStream: ClientEnd {
+    let id: HTTP2StreamID
+    private unowned let connection: HTTP2StreamsHandler
+    let proxy: ProxyHandler
+    let eventLoop: any EventLoop
+    let allocator: ByteBufferAllocator
+    /// What the client lets this stream send it: its window, less what was written since.
+    var credit: Int
+    /// Request bytes taken and not yet given back as window.
+    var owed = 0
+    var requestEnded = false
+    var responseEnded = false
+    /// NIO closed the stream (both ends done, or reset).
+    var closed = false
+    var inReadList = false
+
+    init(
+        id: HTTP2StreamID, connection: HTTP2StreamsHandler, proxy: ProxyHandler, credit: Int, eventLoop: any EventLoop,
+        allocator: ByteBufferAllocator
+    ) {
+        self.id = id
+        self.connection = connection
+        self.proxy = proxy
+        self.credit = credit
+        self.eventLoop = eventLoop
+        self.allocator = allocator
+    }
+
+    var isWritable: Bool { credit > 0 && connection.isParentWritable }
+    var closeFuture: EventLoopFuture<Void>? { nil }
+
+    func write(_ part: HTTPServerResponsePart) {
+        connection.send(part, on: self, flush: false)
+    }
+
+    func writeAndFlush(_ part: HTTPServerResponsePart) {
+        connection.send(part, on: self, flush: true)
+    }
+
+    func flush() {
+        connection.flush()
+    }
+
+    func close() {
+        connection.reset(self)
+    }
+
+    func read() {
+        connection.grantWindow(self)
+    }
+}

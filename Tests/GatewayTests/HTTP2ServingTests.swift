@@ -1,0 +1,329 @@
+import AsyncHTTPClient
+import Foundation
+import Gateway
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHPACK
+import NIOHTTP2
+import NIOPosix
+import NIOSSL
+import Synchronization
+import Testbed
+import Testing
+
+@Suite("Serving HTTP/2 streams: flow control, resets, hostile header blocks, draining")
+struct HTTP2ServingTests {
+    @Test(
+        "a stream whose reader stops stalls its own API server response, while the connection's other streams complete")
+    func slowReaderStallsOnlyItsStream() async throws {
+        try await ProxyHarness.run(.servingTLS) { harness in
+            let token = try harness.issuer.mint()
+            var (_, stalledBody) = try await harness.openHTTP2Stream("/testbed/endless", token: token)
+
+            // Nobody reads the stream now: the client grants it no window, the proxy stops
+            // reading its API server response, and the stand-in stops writing.
+            let written = try await Self.stall(harness.api)
+            #expect(written < 32 << 20, "the API server wrote \(written >> 20) MB for a stream nobody reads")
+
+            for index in 0..<20 {
+                var request = HTTPClientRequest(url: harness.baseURL + "/api/v1/namespaces?n=\(index)")
+                request.headers.add(name: "Authorization", value: "Bearer \(token)")
+                let response = try await harness.client.execute(request, timeout: .seconds(30))
+                #expect(response.status == .ok)
+                #expect(
+                    String(buffer: try await response.body.collect(upTo: 1 << 20)) == StandInAPIServer.namespaceList)
+            }
+            #expect(harness.server.openConnections == 1, "the other requests shared the stalled stream's connection")
+
+            // Reading again resumes it: the stall was flow control, not a broken stream. (The
+            // client's window is 8 MiB, so what it had buffered is read first.)
+            var read = 0
+            while harness.api.endlessStreamBytes <= written && read < 256 << 20,
+                let chunk = try await stalledBody.next()
+            {
+                read += chunk.readableBytes
+            }
+            #expect(harness.api.endlessStreamBytes > written, "the stream did not resume after \(read >> 20) MB read")
+        }
+    }
+
+    @Test("a request body larger than the stream window reaches the API server whole")
+    func largeRequestBody() async throws {
+        try await ProxyHarness.run(.servingTLS) { harness in
+            let body = (0..<(1 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+            var request = HTTPClientRequest(url: harness.baseURL + "/api/v1/namespaces/a/configmaps/big")
+            request.method = .PUT
+            request.headers.add(name: "Authorization", value: "Bearer \(try harness.issuer.mint())")
+            request.headers.add(name: "Content-Type", value: "application/json")
+            request.body = .bytes(ByteBuffer(bytes: body))
+            let response = try await harness.client.execute(request, timeout: .seconds(60))
+            #expect(response.version == .http2)
+            _ = try await response.body.collect(upTo: 1 << 20)
+            let seen = try #require(harness.api.requests.last)
+            #expect(seen.method == "PUT")
+            #expect(seen.body.count == body.count)
+            #expect(seen.body == body)
+        }
+    }
+
+    @Test("a client resetting its watch stream ends the watch at the API server; the connection serves on")
+    func resetEndsTheWatch() async throws {
+        try await ProxyHarness.run(.servingTLS) { harness in
+            let client = try await RawHTTP2Client.connect(harness)
+            let watch = try await client.open(
+                harness.requestBlock("/api/v1/namespaces?watch=true", token: try harness.issuer.mint()))
+            #expect(try await watch.status() == "200")
+            #expect(try await eventually { harness.api.openHeldStreams == 1 })
+
+            watch.reset()
+            #expect(try await eventually { harness.api.openHeldStreams == 0 }, "the API server still holds the watch")
+
+            let next = try await client.open(
+                harness.requestBlock("/api/v1/namespaces", token: try harness.issuer.mint()))
+            #expect(try await next.status() == "200")
+            await client.close()
+        }
+    }
+
+    @Test(
+        "a header block whose pseudo-headers would not fit an HTTP/1.1 request line unchanged is reset, and reaches no one",
+        arguments: [
+            (":path", "/api/v1/namespaces HTTP/1.1\r\nImpersonate-User: admin\r\n\r\nGET /x"),
+            (":path", "/api/v1/namespaces\u{0}"),
+            (":path", "/api/v1/name spaces"),
+            (":path", "api/v1/namespaces"),
+            (":path", "https://kubernetes/api/v1/namespaces"),
+            (":method", "GET /api/v1/secrets HTTP/1.1\r\nX:"),
+            (":method", "GET\t"),
+            (":authority", "kubernetes\r\nImpersonate-User: admin"),
+        ])
+    func hostilePseudoHeaders(name: String, value: String) async throws {
+        try await ProxyHarness.run(.servingTLS) { harness in
+            let client = try await RawHTTP2Client.connect(harness)
+            let token = try harness.issuer.mint()
+            var block = harness.requestBlock("/api/v1/namespaces", token: token)
+            block.replaceOrAdd(name: name, value: value)
+            let hostile = try await client.open(block)
+            #expect(try await hostile.status() == nil, "the stream was answered")
+            #expect(harness.api.requests.isEmpty, "the request reached the API server")
+
+            // Only that stream was refused: the connection serves the next request.
+            let next = try await client.open(harness.requestBlock("/api/v1/namespaces", token: token))
+            #expect(try await next.status() == "200")
+            #expect(harness.api.requests.count == 1)
+            await client.close()
+        }
+    }
+
+    @Test("a drain closes an idle HTTP/2 connection with GOAWAY, and lets a watch in progress finish first")
+    func drain() async throws {
+        try await ProxyHarness.run(.servingTLS) { harness in
+            let idle = try await RawHTTP2Client.connect(harness)
+            let token = try harness.issuer.mint()
+            #expect(try await idle.open(harness.requestBlock("/api/v1/namespaces", token: token)).status() == "200")
+            let busy = try await RawHTTP2Client.connect(harness)
+            let watch = try await busy.open(harness.requestBlock("/api/v1/namespaces?watch=true", token: token))
+            #expect(try await watch.status() == "200")
+
+            let outcome = NIOLockedValueBox<Bool?>(nil)
+            let server = harness.server
+            let draining = Task {
+                let drained = await server.drain(deadline: .seconds(20))
+                outcome.withLockedValue { $0 = drained }
+            }
+            #expect(try await eventually { idle.isClosed }, "the idle connection stayed open")
+            #expect(idle.goAwayReceived)
+            #expect(!busy.isClosed, "the connection with a watch in progress closed")
+            #expect(outcome.withLockedValue { $0 } == nil)
+
+            harness.api.releaseWatches()
+            let rest = try await watch.body()
+            #expect(rest.contains("MODIFIED"), "the watch did not finish: \(rest)")
+            await draining.value
+            #expect(outcome.withLockedValue { $0 } == true, "the drain did not complete")
+            #expect(busy.isClosed)
+        }
+    }
+
+    /// Waits until the stand-in's endless stream has written nothing for a second, and returns
+    /// what it had written (a minute at most, which fails the test).
+    private static func stall(_ api: StandInAPIServer) async throws -> Int {
+        var last = -1
+        var unchangedSince = ContinuousClock.now
+        let deadline = ContinuousClock.now + .seconds(60)
+        while ContinuousClock.now < deadline && ContinuousClock.now - unchangedSince < .seconds(1) {
+            let written = api.endlessStreamBytes
+            if written != last {
+                last = written
+                unchangedSince = .now
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(ContinuousClock.now - unchangedSince >= .seconds(1), "the API server never stopped writing")
+        return last
+    }
+}
+
+extension ProxyHarness {
+    /// A GET's header block, as an HTTP/2 client sends it.
+    fileprivate func requestBlock(_ path: String, token: String) -> HPACKHeaders {
+        [
+            ":method": "GET", ":scheme": "https", ":path": path, ":authority": "127.0.0.1:\(port)",
+            "authorization": "Bearer \(token)",
+        ]
+    }
+}
+
+/// An HTTP/2 client over TLS that sends the header blocks it is given, unchecked (NIO's own
+/// checks are off on this side), one stream per request, and records what comes back.
+final class RawHTTP2Client: Sendable {
+    private let channel: any Channel
+    private let multiplexer: NIOHTTP2Handler.StreamMultiplexer
+    private let state: NIOLockedValueBox<(closed: Bool, goAway: Bool)>
+
+    private init(
+        channel: any Channel, multiplexer: NIOHTTP2Handler.StreamMultiplexer,
+        state: NIOLockedValueBox<(closed: Bool, goAway: Bool)>
+    ) {
+        self.channel = channel
+        self.multiplexer = multiplexer
+        self.state = state
+    }
+
+    var isClosed: Bool { state.withLockedValue { $0.closed } }
+    var goAwayReceived: Bool { state.withLockedValue { $0.goAway } }
+
+    static func connect(_ harness: ProxyHarness) async throws -> RawHTTP2Client {
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.trustRoots = .certificates(
+            try NIOSSLCertificate.fromPEMBytes(Array(try #require(harness.serving).authority.certificatePEM.utf8)))
+        tls.certificateVerification = .noHostnameVerification
+        tls.applicationProtocols = ["h2"]
+        let context = try NIOSSLContext(configuration: tls)
+        let state = NIOLockedValueBox((closed: false, goAway: false))
+        let (channel, multiplexer) = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(
+                        NIOSSLClientHandler(context: context, serverHostname: nil))
+                }
+            }
+            .connect(host: "127.0.0.1", port: harness.port)
+            .flatMap { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    var configuration = NIOHTTP2Handler.ConnectionConfiguration()
+                    configuration.headerBlockValidation = .disabled
+                    let multiplexer = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
+                        mode: .client, connectionConfiguration: configuration, streamConfiguration: .init()
+                    ) { stream in stream.eventLoop.makeSucceededVoidFuture() }
+                    try channel.pipeline.syncOperations.addHandler(GoAwayWatcher(state: state))
+                    channel.closeFuture.whenComplete { _ in state.withLockedValue { $0.closed = true } }
+                    return (channel, multiplexer)
+                }
+            }.get()
+        return RawHTTP2Client(channel: channel, multiplexer: multiplexer, state: state)
+    }
+
+    /// Opens a stream and sends `block` as its complete request.
+    func open(_ block: HPACKHeaders) async throws -> RawHTTP2Stream {
+        let recorder = StreamRecorder()
+        let stream = try await multiplexer.createStreamChannel { stream in
+            stream.eventLoop.makeCompletedFuture { try stream.pipeline.syncOperations.addHandler(recorder) }
+        }.get()
+        try await stream.writeAndFlush(HTTP2Frame.FramePayload.headers(.init(headers: block, endStream: true)))
+        return RawHTTP2Stream(channel: stream, recorder: recorder)
+    }
+
+    func close() async {
+        try? await channel.close()
+    }
+}
+
+/// One stream of a `RawHTTP2Client`.
+struct RawHTTP2Stream: Sendable {
+    let channel: any Channel
+    fileprivate let recorder: StreamRecorder
+
+    /// The response's `:status`, or nil when the stream ended (reset) without one.
+    func status() async throws -> String? {
+        try await recorder.head.futureResult.get()
+    }
+
+    /// The response body, once the stream ends.
+    func body() async throws -> String {
+        try await recorder.ended.futureResult.get()
+        return String(decoding: recorder.bodyBytes, as: UTF8.self)
+    }
+
+    /// Resets the stream (RST_STREAM CANCEL), as a client cancelling a request does.
+    func reset() {
+        channel.close(promise: nil)
+    }
+}
+
+private final class StreamRecorder: ChannelInboundHandler, Sendable {
+    typealias InboundIn = HTTP2Frame.FramePayload
+    let head: EventLoopPromise<String?>
+    let ended: EventLoopPromise<Void>
+    private let body = NIOLockedValueBox<[UInt8]>([])
+    /// Whether `head` and `ended` are complete (each is completed once).
+    private let completed = NIOLockedValueBox((head: false, ended: false))
+
+    init() {
+        let loop = MultiThreadedEventLoopGroup.singleton.any()
+        head = loop.makePromise()
+        ended = loop.makePromise()
+    }
+
+    var bodyBytes: [UInt8] { body.withLockedValue { $0 } }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .headers(let headers):
+            answerHead(headers.headers.first(name: ":status"))
+            if headers.endStream { end() }
+        case .data(let data):
+            if case .byteBuffer(let buffer) = data.data {
+                body.withLockedValue { $0 += Array(buffer.readableBytesView) }
+            }
+            if data.endStream { end() }
+        default:
+            break
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        answerHead(nil)
+        end()
+        context.fireChannelInactive()
+    }
+
+    private func answerHead(_ status: String?) {
+        let first = completed.withLockedValue { state in
+            defer { state.head = true }
+            return !state.head
+        }
+        if first { head.succeed(status) }
+    }
+
+    private func end() {
+        let first = completed.withLockedValue { state in
+            defer { state.ended = true }
+            return !state.ended
+        }
+        if first { ended.succeed() }
+    }
+}
+
+private final class GoAwayWatcher: ChannelInboundHandler, Sendable {
+    typealias InboundIn = HTTP2Frame
+    private let state: NIOLockedValueBox<(closed: Bool, goAway: Bool)>
+
+    init(state: NIOLockedValueBox<(closed: Bool, goAway: Bool)>) {
+        self.state = state
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if case .goAway = unwrapInboundIn(data).payload { state.withLockedValue { $0.goAway = true } }
+    }
+}
