@@ -30,6 +30,9 @@ final class HTTP2StreamsHandler: ChannelInboundHandler {
     private var readStreams: [HTTP2ClientStream] = []
     /// The client's SETTINGS_INITIAL_WINDOW_SIZE: how much a new stream may send it.
     private var peerInitialWindow = 65_535
+    /// What the client lets the whole connection send it, less what was written since. NIO holds
+    /// DATA beyond it without limit, so a stream stops reading its upstream when this runs out too.
+    private(set) var connectionCredit = 65_535
     private var highestStreamID = HTTP2StreamID(0)
     /// Within `channelRead`: what is written now is flushed when the read completes.
     private var reading = false
@@ -81,7 +84,15 @@ final class HTTP2StreamsHandler: ChannelInboundHandler {
             }
             noteRead(stream)
         case .windowUpdate(let increment):
-            guard frame.streamID != .rootStream, let stream = streams[frame.streamID] else { return }
+            if frame.streamID == .rootStream {
+                let wasOpen = connectionCredit > 0
+                connectionCredit += increment
+                if !wasOpen && connectionCredit > 0 {
+                    for stream in streams.values where stream.isWritable { stream.proxy.clientWritabilityChanged() }
+                }
+                return
+            }
+            guard let stream = streams[frame.streamID] else { return }
             let wasWritable = stream.isWritable
             stream.credit += increment
             if !wasWritable && stream.isWritable { stream.proxy.clientWritabilityChanged() }
@@ -121,11 +132,11 @@ final class HTTP2StreamsHandler: ChannelInboundHandler {
         streams[id] = stream
         if id > highestStreamID { highestStreamID = id }
         proxy.start(serving: stream, clientAddress: clientAddress)
+        // Set before the head is delivered: a request answered at once (a health check, a 401)
+        // must not look like one whose body is still coming.
+        stream.requestEnded = endStream
         proxy.receive(.head(head))
-        if endStream {
-            stream.requestEnded = true
-            proxy.receive(.end(nil))
-        }
+        if endStream { proxy.receive(.end(nil)) }
         noteRead(stream)
     }
 
@@ -201,9 +212,19 @@ final class HTTP2StreamsHandler: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        // A write to a stream the client has just reset: that stream's close is on its way.
-        if error is NIOHTTP2Errors.StreamError { return }
-        context.fireErrorCaught(error)
+        guard let streamError = error as? NIOHTTP2Errors.StreamError else {
+            context.fireErrorCaught(error)
+            return
+        }
+        // NIO refused to send one of a stream's frames (a body longer than its content-length,
+        // say). The stream cannot be completed: it is reset, which abandons its exchange. From
+        // the next tick: this error comes from within that stream's own write.
+        let id = streamError.streamID
+        context.eventLoop.assumeIsolated().execute {
+            guard let context = self.context, let stream = self.streams[id], !stream.closed else { return }
+            context.writeAndFlush(
+                self.wrapOutboundOut(HTTP2Frame(streamID: id, payload: .rstStream(.internalError))), promise: nil)
+        }
     }
 
     private func closeAllStreams() {
@@ -226,6 +247,7 @@ final class HTTP2StreamsHandler: ChannelInboundHandler {
             payload = .headers(.init(headers: Self.responseHeaders(head)))
         case .body(.byteBuffer(let body)):
             stream.credit -= body.readableBytes
+            connectionCredit -= body.readableBytes
             payload = .data(.init(data: .byteBuffer(body)))
         case .body(.fileRegion):
             preconditionFailure("a response body is relayed as bytes")
@@ -235,6 +257,13 @@ final class HTTP2StreamsHandler: ChannelInboundHandler {
             payload = .data(.init(data: .byteBuffer(ByteBuffer()), endStream: true))
         }
         context.write(wrapOutboundOut(HTTP2Frame(streamID: stream.id, payload: payload)), promise: nil)
+        if stream.responseEnded && !stream.requestEnded && !stream.closed {
+            // A complete response to a request still arriving (refused before its body, say):
+            // the client is asked to stop sending it (RFC 9113 §8.1), rather than the proxy
+            // reading and dropping it for as long as the client cares to send.
+            let stop = HTTP2Frame(streamID: stream.id, payload: .rstStream(.noError))
+            context.write(wrapOutboundOut(stop), promise: nil)
+        }
         if flush && !reading { context.flush() }
     }
 
@@ -307,14 +336,11 @@ final class HTTP2StreamsHandler: ChannelInboundHandler {
             guard isRequestTarget(authority) else { return nil }
             fields.append(("host", authority))
         }
-        switch httpMethod {
-        case .GET, .HEAD, .DELETE, .CONNECT, .TRACE:
-            break
-        default:
-            // The API server reads an HTTP/1.1 body by its framing: say where it ends.
-            if !hasContentLength {
-                fields.append(endStream ? ("content-length", "0") : ("transfer-encoding", "chunked"))
-            }
+        if !endStream && !hasContentLength {
+            // A body follows, of a length not given: the API server reads an HTTP/1.1 body by
+            // its framing, so it goes chunked, whatever the method (NIO's encoder leaves an
+            // unframed GET, HEAD or DELETE body raw, to be read as the next request).
+            fields.append(("transfer-encoding", "chunked"))
         }
         for (name, value, _) in block where name.utf8.first != UInt8(ascii: ":") {
             fields.append((name, value))
@@ -393,7 +419,7 @@ final class HTTP2ClientStream: ClientEnd {
         self.allocator = allocator
     }
 
-    var isWritable: Bool { credit > 0 && connection.isParentWritable }
+    var isWritable: Bool { credit > 0 && connection.connectionCredit > 0 && connection.isParentWritable }
     var closeFuture: EventLoopFuture<Void>? { nil }
 
     func write(_ part: HTTPServerResponsePart) {

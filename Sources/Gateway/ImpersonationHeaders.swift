@@ -45,7 +45,11 @@ enum ImpersonationHeaders {
             if ASCIICaseInsensitive.equals(name, "transfer-encoding") {
                 chunked = chunked || ASCIICaseInsensitive.listContains(value, "chunked")
             }
-            if isHopByHop(name) || connectionTokens.contains(where: { ASCIICaseInsensitive.equals(name, $0) })
+            // A Content-Length frames the body the proxy has read, whatever `Connection` says:
+            // without it the API server would read that body as the next request.
+            if isHopByHop(name)
+                || (connectionTokens.contains(where: { ASCIICaseInsensitive.equals(name, $0) })
+                    && !ASCIICaseInsensitive.equals(name, "content-length"))
                 || ASCIICaseInsensitive.equals(name, "host") || ASCIICaseInsensitive.equals(name, "authorization")
                 || ASCIICaseInsensitive.equals(name, "x-forwarded-for")
                 || ASCIICaseInsensitive.hasPrefix(name, "impersonate-")

@@ -1,7 +1,8 @@
 import NIOHTTP1
 
 /// Request heads refused before any authentication, as kube-apiserver's HTTP server refuses
-/// them: a `CONNECT` (this is not a forward proxy, and the decoder reads nothing after one), and
+/// them: a `CONNECT` (this is not a forward proxy, and the decoder reads nothing after one), a
+/// `TRACE` (its body could not be framed to the API server), and
 /// an HTTP/1.x head without exactly one `Host` where HTTP/1.1 requires it (RFC 9112 §3.2).
 enum RequestHeadPolicy {
     struct Refusal {
@@ -11,6 +12,14 @@ enum RequestHeadPolicy {
     }
 
     static func refusal(for head: HTTPRequestHead) -> Refusal? {
+        if head.method == .TRACE {
+            // NIO's HTTP/1.1 encoder strips a TRACE's Content-Length and Transfer-Encoding, so
+            // the API server would read its body as the next request. Nothing in Kubernetes
+            // answers TRACE.
+            let status = StatusResponse(
+                code: .methodNotAllowed, reason: "MethodNotAllowed", message: "TRACE is not supported by this proxy")
+            return Refusal(status: status, closesConnection: head.version.major < 2)
+        }
         if head.method == .CONNECT {
             // After a CONNECT head the HTTP/1 decoder treats every further byte as a tunnel.
             let status = StatusResponse(

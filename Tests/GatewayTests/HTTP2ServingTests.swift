@@ -115,6 +115,52 @@ struct HTTP2ServingTests {
         }
     }
 
+    @Test("a client that opens a stream's window but never its connection's stalls that stream's API server response")
+    func connectionWindowBoundsBuffering() async throws {
+        try await ProxyHarness.run(.servingTLS) { harness in
+            let client = try await FrameLevelHTTP2Client.connect(
+                harness, settings: [HTTP2Setting(parameter: .initialWindowSize, value: (1 << 31) - 1)])
+            let block = harness.requestBlock("/testbed/endless", token: try harness.issuer.mint())
+            try await client.send(HTTP2Frame(streamID: 1, payload: .headers(.init(headers: block, endStream: true))))
+            // The client reads everything, so TCP never pushes back: only the connection's
+            // 64 KiB window can stop the proxy from reading the API server's endless answer.
+            let written = try await Self.stall(harness.api)
+            #expect(written < 32 << 20, "the API server wrote \(written >> 20) MB into a 64 KiB window")
+            #expect(client.frames.contains { if case .headers = $0.payload { true } else { false } })
+
+            // Opening the connection's window lets the stream go on.
+            try await client.send(HTTP2Frame(streamID: 0, payload: .windowUpdate(windowSizeIncrement: 16 << 20)))
+            #expect(try await eventually { harness.api.endlessStreamBytes > written }, "the stream did not resume")
+            await client.close()
+        }
+    }
+
+    @Test("a complete response to a request whose body is still coming stops the upload (RST_STREAM NO_ERROR)")
+    func responseBeforeBodyStopsUpload() async throws {
+        try await ProxyHarness.run(.servingTLS) { harness in
+            let client = try await FrameLevelHTTP2Client.connect(harness, settings: nioDefaultSettings)
+            let block = harness.requestBlock("/api/v1/namespaces/a/configmaps", token: "not-a-token", method: "POST")
+            try await client.send(HTTP2Frame(streamID: 1, payload: .headers(.init(headers: block))))
+            // The answer may come (and close the stream) before this first part of the body.
+            let chunk = HTTP2Frame(streamID: 1, payload: .data(.init(data: .byteBuffer(ByteBuffer(string: "{")))))
+            try? await client.send(chunk)
+            #expect(
+                try await eventually {
+                    client.frames.contains { frame in
+                        if case .rstStream(.noError) = frame.payload { return frame.streamID == 1 }
+                        return false
+                    }
+                }, "no RST_STREAM(NO_ERROR) after the 401")
+            let status = client.frames.lazy.compactMap { frame -> String? in
+                if case .headers(let headers) = frame.payload { return headers.headers.first(name: ":status") }
+                return nil
+            }.first
+            #expect(status == "401")
+            #expect(harness.api.requests.isEmpty)
+            await client.close()
+        }
+    }
+
     @Test("a drain closes an idle HTTP/2 connection with GOAWAY, and lets a watch in progress finish first")
     func drain() async throws {
         try await ProxyHarness.run(.servingTLS) { harness in
@@ -165,10 +211,20 @@ struct HTTP2ServingTests {
 }
 
 extension ProxyHarness {
-    /// A GET's header block, as an HTTP/2 client sends it.
-    fileprivate func requestBlock(_ path: String, token: String) -> HPACKHeaders {
+    /// TLS for a client of the proxy's HTTPS listener that offers only h2.
+    fileprivate func http2ClientTLS() throws -> NIOSSLContext {
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.trustRoots = .certificates(
+            try NIOSSLCertificate.fromPEMBytes(Array(try #require(serving).authority.certificatePEM.utf8)))
+        tls.certificateVerification = .noHostnameVerification
+        tls.applicationProtocols = ["h2"]
+        return try NIOSSLContext(configuration: tls)
+    }
+
+    /// A request's header block (a GET's unless told), as an HTTP/2 client sends it.
+    fileprivate func requestBlock(_ path: String, token: String, method: String = "GET") -> HPACKHeaders {
         [
-            ":method": "GET", ":scheme": "https", ":path": path, ":authority": "127.0.0.1:\(port)",
+            ":method": method, ":scheme": "https", ":path": path, ":authority": "127.0.0.1:\(port)",
             "authorization": "Bearer \(token)",
         ]
     }
@@ -194,12 +250,7 @@ final class RawHTTP2Client: Sendable {
     var goAwayReceived: Bool { state.withLockedValue { $0.goAway } }
 
     static func connect(_ harness: ProxyHarness) async throws -> RawHTTP2Client {
-        var tls = TLSConfiguration.makeClientConfiguration()
-        tls.trustRoots = .certificates(
-            try NIOSSLCertificate.fromPEMBytes(Array(try #require(harness.serving).authority.certificatePEM.utf8)))
-        tls.certificateVerification = .noHostnameVerification
-        tls.applicationProtocols = ["h2"]
-        let context = try NIOSSLContext(configuration: tls)
+        let context = try harness.http2ClientTLS()
         let state = NIOLockedValueBox((closed: false, goAway: false))
         let (channel, multiplexer) = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .channelInitializer { channel in
@@ -224,13 +275,18 @@ final class RawHTTP2Client: Sendable {
         return RawHTTP2Client(channel: channel, multiplexer: multiplexer, state: state)
     }
 
-    /// Opens a stream and sends `block` as its complete request.
-    func open(_ block: HPACKHeaders) async throws -> RawHTTP2Stream {
+    /// Opens a stream and sends `block`, then `body` in a DATA frame if there is one, as its
+    /// complete request.
+    func open(_ block: HPACKHeaders, body: [UInt8] = []) async throws -> RawHTTP2Stream {
         let recorder = StreamRecorder()
         let stream = try await multiplexer.createStreamChannel { stream in
             stream.eventLoop.makeCompletedFuture { try stream.pipeline.syncOperations.addHandler(recorder) }
         }.get()
-        try await stream.writeAndFlush(HTTP2Frame.FramePayload.headers(.init(headers: block, endStream: true)))
+        try await stream.writeAndFlush(HTTP2Frame.FramePayload.headers(.init(headers: block, endStream: body.isEmpty)))
+        if !body.isEmpty {
+            let data = HTTP2Frame.FramePayload.Data(data: .byteBuffer(ByteBuffer(bytes: body)), endStream: true)
+            try await stream.writeAndFlush(HTTP2Frame.FramePayload.data(data))
+        }
         return RawHTTP2Stream(channel: stream, recorder: recorder)
     }
 
@@ -325,5 +381,62 @@ private final class GoAwayWatcher: ChannelInboundHandler, Sendable {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if case .goAway = unwrapInboundIn(data).payload { state.withLockedValue { $0.goAway = true } }
+    }
+}
+
+/// An HTTP/2 client working in frames, with no flow-control help from NIO: it sends what it is
+/// told and grants only the window it is told to grant.
+final class FrameLevelHTTP2Client: Sendable {
+    let channel: any Channel
+    private let received: NIOLockedValueBox<[HTTP2Frame]>
+
+    private init(channel: any Channel, received: NIOLockedValueBox<[HTTP2Frame]>) {
+        self.channel = channel
+        self.received = received
+    }
+
+    var frames: [HTTP2Frame] { received.withLockedValue { $0 } }
+
+    static func connect(_ harness: ProxyHarness, settings: HTTP2Settings) async throws -> FrameLevelHTTP2Client {
+        let context = try harness.http2ClientTLS()
+        let received = NIOLockedValueBox<[HTTP2Frame]>([])
+        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let pipeline = channel.pipeline.syncOperations
+                    try pipeline.addHandler(NIOSSLClientHandler(context: context, serverHostname: nil))
+                    try pipeline.addHandler(NIOHTTP2Handler(mode: .client, initialSettings: settings))
+                    try pipeline.addHandler(FrameRecorder(received: received))
+                }
+            }
+            .connect(host: "127.0.0.1", port: harness.port).get()
+        return FrameLevelHTTP2Client(channel: channel, received: received)
+    }
+
+    func send(_ frame: HTTP2Frame) async throws {
+        try await channel.writeAndFlush(frame)
+    }
+
+    func close() async {
+        try? await channel.close()
+    }
+}
+
+private final class FrameRecorder: ChannelInboundHandler, Sendable {
+    typealias InboundIn = HTTP2Frame
+    private let received: NIOLockedValueBox<[HTTP2Frame]>
+
+    init(received: NIOLockedValueBox<[HTTP2Frame]>) {
+        self.received = received
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var frame = unwrapInboundIn(data)
+        // Bodies are counted, not kept.
+        if case .data(var data) = frame.payload, case .byteBuffer(let buffer) = data.data {
+            data.data = .byteBuffer(ByteBuffer(repeating: 0, count: min(buffer.readableBytes, 1)))
+            frame.payload = .data(data)
+        }
+        received.withLockedValue { $0.append(frame) }
     }
 }
