@@ -304,11 +304,17 @@ final class HTTP2StreamsHandler: ChannelInboundHandler {
         var path: String?
         var authority: String?
         var hasHost = false
-        var hasContentLength = false
+        var contentLength: Int?
         for (name, value, _) in block {
             guard name.utf8.first == UInt8(ascii: ":") else {
                 if name == "host" { hasHost = true }
-                if name == "content-length" { hasContentLength = true }
+                if name == "content-length" {
+                    // NIO has checked the body against it, but takes `+5` and `5, 5` too: the
+                    // API server gets the plain number.
+                    guard let length = Self.contentLength(value), contentLength == nil || contentLength == length
+                    else { return nil }
+                    contentLength = length
+                }
                 continue
             }
             switch name {
@@ -336,13 +342,15 @@ final class HTTP2StreamsHandler: ChannelInboundHandler {
             guard isRequestTarget(authority) else { return nil }
             fields.append(("host", authority))
         }
-        if !endStream && !hasContentLength {
+        if let contentLength {
+            fields.append(("content-length", String(contentLength)))
+        } else if !endStream {
             // A body follows, of a length not given: the API server reads an HTTP/1.1 body by
             // its framing, so it goes chunked, whatever the method (NIO's encoder leaves an
             // unframed GET, HEAD or DELETE body raw, to be read as the next request).
             fields.append(("transfer-encoding", "chunked"))
         }
-        for (name, value, _) in block where name.utf8.first != UInt8(ascii: ":") {
+        for (name, value, _) in block where name.utf8.first != UInt8(ascii: ":") && name != "content-length" {
             fields.append((name, value))
         }
         return HTTPRequestHead(version: .http2, method: httpMethod, uri: uri, headers: HTTPHeaders(fields))
@@ -367,6 +375,23 @@ final class HTTP2StreamsHandler: ChannelInboundHandler {
             }
         }
         return HPACKHeaders(fields)
+    }
+
+    /// A content-length value as NIO accepts it (a list of one repeated number, perhaps signed),
+    /// or nil when it is anything else.
+    private static func contentLength(_ value: String) -> Int? {
+        var length: Int?
+        for item in value.split(separator: ",") {
+            var digits = item
+            while let first = digits.first, first == " " || first == "\t" { digits.removeFirst() }
+            while let last = digits.last, last == " " || last == "\t" { digits.removeLast() }
+            if digits.first == "+" { digits.removeFirst() }
+            guard !digits.isEmpty, digits.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }),
+                let number = Int(digits), length == nil || length == number
+            else { return nil }
+            length = number
+        }
+        return length
     }
 
     /// RFC 9110 token characters: a method that cannot break the request line.

@@ -45,11 +45,7 @@ enum ImpersonationHeaders {
             if ASCIICaseInsensitive.equals(name, "transfer-encoding") {
                 chunked = chunked || ASCIICaseInsensitive.listContains(value, "chunked")
             }
-            // A Content-Length frames the body the proxy has read, whatever `Connection` says:
-            // without it the API server would read that body as the next request.
-            if isHopByHop(name)
-                || (connectionTokens.contains(where: { ASCIICaseInsensitive.equals(name, $0) })
-                    && !ASCIICaseInsensitive.equals(name, "content-length"))
+            if isHopByHop(name) || connectionTokens.contains(where: { ASCIICaseInsensitive.equals(name, $0) })
                 || ASCIICaseInsensitive.equals(name, "host") || ASCIICaseInsensitive.equals(name, "authorization")
                 || ASCIICaseInsensitive.equals(name, "x-forwarded-for")
                 || ASCIICaseInsensitive.hasPrefix(name, "impersonate-")
@@ -108,13 +104,16 @@ enum ImpersonationHeaders {
     }
 
     /// The header names `Connection` headers list that are not hop-by-hop already (so the usual
-    /// `keep-alive` or `upgrade` leaves it empty and allocates nothing), lowercased.
+    /// `keep-alive` or `upgrade` leaves it empty and allocates nothing), lowercased. Never
+    /// `content-length`: it frames the body that is relayed, whatever `Connection` says, and
+    /// without it the next hop would read that body as the next message (a request smuggled to
+    /// the API server on the proxy's credential, or a response the client takes for another).
     private static func connectionOptions(_ headers: HTTPHeaders) -> [String] {
         var tokens: [String] = []
         for (name, value) in headers where ASCIICaseInsensitive.equals(name, "connection") {
             ASCIICaseInsensitive.forEachListItem(in: value) { item in
                 let token = String(decoding: item, as: UTF8.self).lowercased()
-                if !isHopByHop(token) && !tokens.contains(token) { tokens.append(token) }
+                if !isHopByHop(token) && token != "content-length" && !tokens.contains(token) { tokens.append(token) }
             }
         }
         return tokens

@@ -46,6 +46,9 @@ final class ProxyHandler: ChannelDuplexHandler {
         var recorded = false
         /// The request was refused in a way that leaves the connection unusable.
         var closesConnection = false
+        /// Answered while its client waits for `100 Continue`: the body may never come, so the
+        /// connection closes with the response instead of reading the body first.
+        var abandonsBody = false
 
         /// What the request's headers say about keeping the connection open, read before they go.
         private let clientKeepAlive: Bool
@@ -96,6 +99,13 @@ final class ProxyHandler: ChannelDuplexHandler {
     /// The request target without its query (a query can carry anything, a token included).
     static func path(of uri: String) -> Substring {
         uri[..<(uri.utf8.firstIndex(of: UInt8(ascii: "?")) ?? uri.endIndex)]
+    }
+
+    /// Whether an HTTP/1.x client asked `Expect: 100-continue` and has not sent all of its body:
+    /// answered now, it may skip the body, so the connection cannot be read on.
+    static func awaitsContinue(_ head: HTTPRequestHead, requestEnded: Bool) -> Bool {
+        !requestEnded && head.version.major < 2
+            && head.headers[canonicalForm: "expect"].contains { $0.lowercased() == "100-continue" }
     }
 
     /// Whether the client's connection carries more requests after `head`'s. An HTTP/2 stream
@@ -524,7 +534,12 @@ final class ProxyHandler: ChannelDuplexHandler {
         exchange: Exchange? = nil
     ) {
         guard let client else { return }
-        let keepAlive = exchange?.keepAlive ?? Self.isKeepAlive(head)
+        // Not kept alive: after an upgrade request (NIO's decoder parses nothing after one), and
+        // when a client that waits for `100 Continue` is answered before its body (it may never
+        // send it, and its next request would be read as that body).
+        let keepAlive =
+            (exchange?.keepAlive ?? (Self.isKeepAlive(head) && !ImpersonationHeaders.isUpgradeRequest(head)))
+            && !Self.awaitsContinue(head, requestEnded: exchange?.requestEnded ?? false)
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: contentType)
         headers.add(name: "Cache-Control", value: "no-cache, private")
@@ -546,7 +561,9 @@ final class ProxyHandler: ChannelDuplexHandler {
         let requestEnded = exchange?.requestEnded ?? false
         state = requestEnded ? .idle : .draining(keepAlive: keepAlive)
         client.writeAndFlush(.end(nil))
-        if requestEnded {
+        if Self.awaitsContinue(head, requestEnded: requestEnded) {
+            closeAbandoningBody()
+        } else if requestEnded {
             finishExchange(keepAlive: keepAlive)
         } else {
             resumeClientReadsIfWanted()
@@ -644,6 +661,10 @@ extension ProxyHandler: UpstreamResponseDelegate {
             upstreamFailed(exchange, .protocolError("101 Switching Protocols to a request that asked for no upgrade"))
             return
         }
+        if Self.awaitsContinue(exchange.head, requestEnded: exchange.requestEnded) {
+            exchange.closesConnection = true
+            exchange.abandonsBody = true
+        }
         exchange.responseBegan()
         exchange.status = head.status
         var headers = ImpersonationHeaders.clientResponseHeaders(head.headers, switchingProtocols: switching)
@@ -680,11 +701,21 @@ extension ProxyHandler: UpstreamResponseDelegate {
             upstream.handler.close()
         }
         client.writeAndFlush(.end(nil))
-        if exchange.requestEnded {
+        if exchange.abandonsBody && !exchange.requestEnded {
+            closeAbandoningBody()
+        } else if exchange.requestEnded {
             finishExchange(keepAlive: keepAlive)
         } else {
             resumeClientReadsIfWanted()
         }
+    }
+
+    /// Closes the connection after a response to a client still waiting for `100 Continue`: it
+    /// has sent no body to drain first.
+    private func closeAbandoningBody() {
+        state = .closed
+        queued.removeAll()
+        client?.close()
     }
 
     func upstreamSwitchingProtocols() -> SpliceHandler? {

@@ -1,9 +1,11 @@
-import Gateway
 import NIOCore
 import NIOHPACK
+import NIOHTTP1
 import NIOHTTP2
 import Testbed
 import Testing
+
+@testable import Gateway
 
 /// The API server must read a request body exactly where the proxy read it: a body the API
 /// server does not see as one would be read as a second request, on the proxy's own credential
@@ -59,5 +61,60 @@ struct RequestFramingTests {
             #expect(harness.api.requests.first?.body == Array(Self.smuggled.utf8))
             await client.close()
         }
+    }
+
+    @Test("an HTTP/2 content-length NIO accepts in another spelling goes upstream as the plain number")
+    func http2ContentLengthSpelling() async throws {
+        try await ProxyHarness.run(.servingTLS) { harness in
+            let client = try await RawHTTP2Client.connect(harness)
+            for spelling in ["+5", "5, 5"] {
+                let block: HPACKHeaders = [
+                    ":method": "PUT", ":scheme": "https", ":path": "/api/v1/namespaces/a/configmaps/c",
+                    ":authority": "127.0.0.1:\(harness.port)", "authorization": "Bearer \(try harness.issuer.mint())",
+                    "content-length": spelling,
+                ]
+                let stream = try await client.open(block, body: Array("hello".utf8))
+                #expect(try await stream.status() != nil)
+                let seen = try #require(harness.api.requests.last)
+                #expect(seen.values("content-length") == ["5"], "for \(spelling)")
+                #expect(seen.body == Array("hello".utf8))
+            }
+            await client.close()
+        }
+    }
+
+    @Test(
+        "a client waiting for 100 Continue and answered before its body gets Connection: close and a closed connection")
+    func expectContinueAnsweredEarly() async throws {
+        try await ProxyHarness.run { harness in
+            // If the proxy read on, the request that follows (a client that gave up waiting and
+            // moved on) would be taken for the announced body.
+            let request =
+                "POST /api/v1/namespaces/a/configmaps HTTP/1.1\r\nHost: p\r\nAuthorization: Bearer junk\r\n"
+                + "Expect: 100-continue\r\nContent-Length: 40\r\n\r\n"
+            let response = try await RawHTTPClient.send(request, port: harness.port, timeout: .seconds(5))
+            #expect(response.status == 401)
+            #expect(response.text.lowercased().contains("connection: close"))
+            #expect(response.closedByServer)
+        }
+    }
+
+    @Test("a health check asking to upgrade is answered and its connection closed (nothing after it is parsed)")
+    func healthCheckWithUpgrade() async throws {
+        try await ProxyHarness.run { harness in
+            let request = "GET /healthz HTTP/1.1\r\nHost: p\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+            let response = try await RawHTTPClient.send(request, port: harness.port, timeout: .seconds(5))
+            #expect(response.status == 200)
+            #expect(response.closedByServer, "the connection stayed open, its later bytes never read")
+        }
+    }
+
+    @Test("a Content-Length the API server names in Connection still frames the response relayed to the client")
+    func responseContentLengthNamedInConnection() {
+        let upstream = HTTPHeaders([("Connection", "content-length, x-hop"), ("Content-Length", "5"), ("X-Hop", "1")])
+        let relayed = ImpersonationHeaders.clientResponseHeaders(upstream)
+        #expect(relayed["content-length"] == ["5"])
+        #expect(relayed["x-hop"].isEmpty, "the other header named in Connection is still dropped")
+        #expect(relayed["connection"].isEmpty)
     }
 }
