@@ -127,6 +127,11 @@ final class ProxyHandler: ChannelDuplexHandler {
     /// Where responses go: this connection's pipeline, or one stream of an HTTP/2 connection.
     private var client: (any ClientEnd)?
     private var readPending = false
+    /// Body bytes of an answered request read and dropped so far (`State.draining`).
+    private var drainedBytes = 0
+    /// As Go's HTTP server (kube-apiserver's) does, the unread body of an answered request is
+    /// read and dropped up to 256 KiB; past that the connection closes rather than read on.
+    static let maximumDrainedBytes = 256 * 1024
     /// The client half-closed after pipelining requests: serve them, then close. (Without
     /// requests queued, the exchange in progress is abandoned at once.)
     private var clientInputClosed = false
@@ -425,7 +430,14 @@ final class ProxyHandler: ChannelDuplexHandler {
         case .forwarding(let exchange, let upstream):
             exchange.requestBodyBytes += body.readableBytes
             upstream.handler.write(.body(.byteBuffer(body)))
-        case .idle, .draining, .closed, .spliced:
+        case .draining:
+            drainedBytes += body.readableBytes
+            if drainedBytes > Self.maximumDrainedBytes {
+                state = .closed
+                queued.removeAll()
+                client?.close()
+            }
+        case .idle, .closed, .spliced:
             break
         }
     }
@@ -560,6 +572,7 @@ final class ProxyHandler: ChannelDuplexHandler {
         // exchange finished.
         let requestEnded = exchange?.requestEnded ?? false
         state = requestEnded ? .idle : .draining(keepAlive: keepAlive)
+        drainedBytes = 0
         client.writeAndFlush(.end(nil))
         if Self.awaitsContinue(head, requestEnded: requestEnded) {
             closeAbandoningBody()
@@ -698,6 +711,7 @@ extension ProxyHandler: UpstreamResponseDelegate {
             // The API server answered before the request body was complete: this connection
             // cannot carry another request, and the rest of the client's body is dropped.
             state = .draining(keepAlive: keepAlive)
+            drainedBytes = 0
             upstream.handler.close()
         }
         client.writeAndFlush(.end(nil))

@@ -117,4 +117,19 @@ struct RequestFramingTests {
         #expect(relayed["x-hop"].isEmpty, "the other header named in Connection is still dropped")
         #expect(relayed["connection"].isEmpty)
     }
+
+    @Test("the body of a request answered before it ends is read and dropped up to 256 KiB, then the connection closes")
+    func unreadBodyLimit() async throws {
+        try await ProxyHarness.run { harness in
+            var request = Array(
+                ("POST /api/v1/namespaces/a/configmaps HTTP/1.1\r\nHost: p\r\nAuthorization: Bearer junk\r\n"
+                    + "Transfer-Encoding: chunked\r\n\r\n").utf8)
+            // 400 KiB of body in 4 KiB chunks, and never the last chunk.
+            let chunk = Array("1000\r\n".utf8) + [UInt8](repeating: UInt8(ascii: "x"), count: 4096) + Array("\r\n".utf8)
+            for _ in 0..<100 { request += chunk }
+            let response = try await RawHTTPClient.send(request, port: harness.port, timeout: .seconds(5))
+            #expect(response.closedByServer, "the proxy went on reading a body nobody wants")
+            #expect(try await harness.get("/healthz", token: nil).status == 200)
+        }
+    }
 }
