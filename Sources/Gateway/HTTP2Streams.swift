@@ -92,19 +92,12 @@ final class HTTP2StreamsHandler: ChannelInboundHandler {
                 }
                 return
             }
-            guard let stream = streams[frame.streamID] else { return }
-            let wasWritable = stream.isWritable
-            stream.credit += increment
-            if !wasWritable && stream.isWritable { stream.proxy.clientWritabilityChanged() }
+            streams[frame.streamID]?.addCredit(increment)
         case .settings(.settings(let settings)):
             for setting in settings where setting.parameter == .initialWindowSize {
                 let delta = setting.value - peerInitialWindow
                 peerInitialWindow = setting.value
-                for stream in streams.values {
-                    let wasWritable = stream.isWritable
-                    stream.credit += delta
-                    if !wasWritable && stream.isWritable { stream.proxy.clientWritabilityChanged() }
-                }
+                for stream in streams.values { stream.addCredit(delta) }
             }
         case .rstStream, .goAway, .ping, .priority, .settings, .pushPromise, .alternativeService, .origin:
             // Resets arrive as `StreamClosedEvent`s; the rest is the connection's business,
@@ -114,13 +107,8 @@ final class HTTP2StreamsHandler: ChannelInboundHandler {
     }
 
     private func openStream(_ id: HTTP2StreamID, headers: HPACKHeaders, endStream: Bool) {
+        // (After GOAWAY, NIO drops the HEADERS of streams above the last one it names.)
         guard let context else { return }
-        if quiescing {
-            // After GOAWAY: a stream the client opened before it arrived is refused, unprocessed,
-            // so the client may send it again on a new connection.
-            context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .rstStream(.refusedStream))), promise: nil)
-            return
-        }
         guard let head = Self.requestHead(headers, endStream: endStream) else {
             context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .rstStream(.protocolError))), promise: nil)
             return
@@ -442,6 +430,14 @@ final class HTTP2ClientStream: ClientEnd {
         self.credit = credit
         self.eventLoop = eventLoop
         self.allocator = allocator
+    }
+
+    /// More window from the client (a WINDOW_UPDATE, or a new SETTINGS_INITIAL_WINDOW_SIZE,
+    /// which may also take some away); the proxy hears when the stream can be written again.
+    func addCredit(_ delta: Int) {
+        let wasWritable = isWritable
+        credit += delta
+        if !wasWritable && isWritable { proxy.clientWritabilityChanged() }
     }
 
     var isWritable: Bool { credit > 0 && connection.connectionCredit > 0 && connection.isParentWritable }
