@@ -345,15 +345,20 @@ final class HTTP2StreamsHandler: ChannelInboundHandler {
     }
 
     /// An HTTP/2 response header block: `:status`, then the fields with lower-case names and
-    /// without HTTP/1.1's connection-specific ones, which HTTP/2 forbids.
+    /// without HTTP/1.1's connection-specific ones, which HTTP/2 forbids. A status that has no
+    /// body (1xx, 204, 304) loses its content-length, as NIO's HTTP/1.1 encoder drops it: NIO's
+    /// HTTP/2 handler would hold a 204's stream to the length given and refuse to end it short.
     static func responseHeaders(_ head: HTTPResponseHead) -> HPACKHeaders {
         var fields: [(String, String)] = [(":status", String(head.status.code))]
         fields.reserveCapacity(head.headers.count + 1)
         let connectionTokens = head.headers[canonicalForm: "connection"]
+        let bodiless = !head.status.mayHaveResponseBody
         for (name, value) in head.headers {
             let lowered = name.lowercased()
             switch lowered {
             case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
+                continue
+            case "content-length" where bodiless:
                 continue
             default:
                 if !connectionTokens.isEmpty, connectionTokens.contains(where: { $0.lowercased() == lowered }) {

@@ -161,6 +161,34 @@ struct HTTP2ServingTests {
         }
     }
 
+    @Test("a 204 from the API server that gives a Content-Length reaches an HTTP/2 client as a 204, not a reset")
+    func noContentWithContentLength() async throws {
+        // Go's server keeps a Content-Length a handler sets on a 204; NIO's HTTP/1.1 decoder
+        // reads no body after it, and NIO's HTTP/2 handler refused to end a stream that
+        // announced 5 bytes with none.
+        let authority = try TestCertificateAuthority(commonName: "raw upstream CA")
+        let upstream = try await RawTLSResponder.start(
+            identity: try authority.issueServerCertificate(),
+            response: "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\nX-Answered-By: raw\r\n\r\n")
+        var options = ProxyHarness.Options.servingTLS
+        options.upstreamPort = upstream.port
+        options.upstreamCAPEM = authority.certificatePEM
+        try await ProxyHarness.run(options) { harness in
+            for _ in 0..<2 {
+                var request = HTTPClientRequest(url: harness.baseURL + "/api/v1/namespaces/a/configmaps/b")
+                request.method = .DELETE
+                request.headers.add(name: "Authorization", value: "Bearer \(try harness.issuer.mint())")
+                let response = try await harness.client.execute(request, timeout: .seconds(30))
+                #expect(response.version == .http2)
+                #expect(response.status == .noContent)
+                #expect(response.headers["x-answered-by"] == ["raw"])
+                #expect(response.headers["content-length"].isEmpty)
+                #expect(try await response.body.collect(upTo: 1024).readableBytes == 0)
+            }
+        }
+        await upstream.stop()
+    }
+
     @Test("a drain closes an idle HTTP/2 connection with GOAWAY, and lets a watch in progress finish first")
     func drain() async throws {
         try await ProxyHarness.run(.servingTLS) { harness in
@@ -438,5 +466,63 @@ private final class FrameRecorder: ChannelInboundHandler, Sendable {
             frame.payload = .data(data)
         }
         received.withLockedValue { $0.append(frame) }
+    }
+}
+
+/// A TLS server on loopback that answers every request head it reads with the same bytes,
+/// written as they are: for what NIO's HTTP/1.1 encoder would not send.
+private final class RawTLSResponder: Sendable {
+    private let channel: any Channel
+    let port: Int
+
+    private init(channel: any Channel) {
+        self.channel = channel
+        self.port = channel.localAddress?.port ?? 0
+    }
+
+    static func start(identity: ServerIdentity, response: String) async throws -> RawTLSResponder {
+        let context = try NIOSSLContext(configuration: identity.serverTLSConfiguration())
+        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context))
+                    try channel.pipeline.syncOperations.addHandler(Responder(response: response))
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        return RawTLSResponder(channel: channel)
+    }
+
+    func stop() async {
+        try? await channel.close()
+    }
+
+    private final class Responder: ChannelInboundHandler {
+        typealias InboundIn = ByteBuffer
+        typealias OutboundOut = ByteBuffer
+        private let response: String
+        private var received: [UInt8] = []
+
+        init(response: String) {
+            self.response = response
+        }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            received += unwrapInboundIn(data).readableBytesView
+            let endOfHead = Array("\r\n\r\n".utf8)
+            while let end = received.firstRange(of: endOfHead) {
+                received.removeSubrange(..<end.upperBound)
+                context.write(wrapOutboundOut(ByteBuffer(string: response)), promise: nil)
+            }
+        }
+
+        func channelReadComplete(context: ChannelHandlerContext) {
+            context.flush()
+        }
+
+        func errorCaught(context: ChannelHandlerContext, error: any Error) {
+            context.close(promise: nil)
+        }
     }
 }

@@ -174,11 +174,13 @@ struct UpgradeIdleTimeoutTests {
     @Test("with --upgrade-idle-timeout, traffic keeps a session up past the timeout, and silence ends it")
     func quietSessionEnds() async throws {
         var options = ProxyHarness.Options()
-        options.upgradeIdleTimeout = .milliseconds(800)
+        // The margin between the pauses and the timeout is what a busy CI machine may stall
+        // for without failing the test: 1.35 s.
+        options.upgradeIdleTimeout = .milliseconds(1500)
         try await ProxyHarness.run(options) { harness in
             let connection = try await harness.openEchoSession()
-            // Three times the timeout, never quiet for more than a quarter of it.
-            try await connection.echoRounds(for: .milliseconds(2400)) { _ in .milliseconds(200) }
+            // More than twice the timeout, never quiet for more than a tenth of it.
+            try await connection.echoRounds(for: .milliseconds(3500)) { _ in .milliseconds(150) }
             #expect(!connection.peerFinished, "the session ended while bytes were moving")
             // Now silence: the proxy closes the session (both sides) soon after the timeout.
             #expect(try await connection.wait(timeout: .seconds(10)) { $0.peerFinished })
