@@ -49,6 +49,8 @@ final class ProxyHandler: ChannelDuplexHandler {
         /// Answered while its client waits for `100 Continue`: the body may never come, so the
         /// connection closes with the response instead of reading the body first.
         var abandonsBody = false
+        /// The API server's `100 Continue` was relayed: the client no longer waits to send its body.
+        var continued = false
 
         /// What the request's headers say about keeping the connection open, read before they go.
         private let clientKeepAlive: Bool
@@ -106,6 +108,12 @@ final class ProxyHandler: ChannelDuplexHandler {
     static func awaitsContinue(_ head: HTTPRequestHead, requestEnded: Bool) -> Bool {
         !requestEnded && head.version.major < 2
             && head.headers[canonicalForm: "expect"].contains { $0.lowercased() == "100-continue" }
+    }
+
+    /// `awaitsContinue` for a request `exchange` carries (nil: refused before one began), which
+    /// no longer waits once the API server's `100 Continue` has been relayed.
+    private static func awaitsContinue(_ head: HTTPRequestHead, exchange: Exchange?) -> Bool {
+        !(exchange?.continued ?? false) && awaitsContinue(head, requestEnded: exchange?.requestEnded ?? false)
     }
 
     /// Whether the client's connection carries more requests after `head`'s. An HTTP/2 stream
@@ -551,7 +559,7 @@ final class ProxyHandler: ChannelDuplexHandler {
         // send it, and its next request would be read as that body).
         let keepAlive =
             (exchange?.keepAlive ?? (Self.isKeepAlive(head) && !ImpersonationHeaders.isUpgradeRequest(head)))
-            && !Self.awaitsContinue(head, requestEnded: exchange?.requestEnded ?? false)
+            && !Self.awaitsContinue(head, exchange: exchange)
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: contentType)
         headers.add(name: "Cache-Control", value: "no-cache, private")
@@ -574,7 +582,7 @@ final class ProxyHandler: ChannelDuplexHandler {
         state = requestEnded ? .idle : .draining(keepAlive: keepAlive)
         drainedBytes = 0
         client.writeAndFlush(.end(nil))
-        if Self.awaitsContinue(head, requestEnded: requestEnded) {
+        if Self.awaitsContinue(head, exchange: exchange) {
             closeAbandoningBody()
         } else if requestEnded {
             finishExchange(keepAlive: keepAlive)
@@ -665,6 +673,10 @@ final class ProxyHandler: ChannelDuplexHandler {
 extension ProxyHandler: UpstreamResponseDelegate {
     func upstreamResponseHead(_ head: HTTPResponseHead) {
         guard case .forwarding(let exchange, _) = state, let client else { return }
+        if head.status.code < 200 && head.status != .switchingProtocols {
+            relayInformational(head, exchange: exchange, client: client)
+            return
+        }
         responseTimer?.clear()
         exchange.upstreamLatency = exchange.upstreamStartedAt.map { ContinuousClock.now - $0 }
         let switching = head.status == .switchingProtocols
@@ -674,7 +686,7 @@ extension ProxyHandler: UpstreamResponseDelegate {
             upstreamFailed(exchange, .protocolError("101 Switching Protocols to a request that asked for no upgrade"))
             return
         }
-        if Self.awaitsContinue(exchange.head, requestEnded: exchange.requestEnded) {
+        if Self.awaitsContinue(exchange.head, exchange: exchange) {
             exchange.closesConnection = true
             exchange.abandonsBody = true
         }
@@ -722,6 +734,19 @@ extension ProxyHandler: UpstreamResponseDelegate {
         } else {
             resumeClientReadsIfWanted()
         }
+    }
+
+    /// An informational answer (`100 Continue`, `103 Early Hints`) goes to the client as the API
+    /// server sent it, before the final one (RFC 9110 §15.2); an HTTP/1.0 client gets none. The
+    /// wait for the final answer goes on.
+    private func relayInformational(_ head: HTTPResponseHead, exchange: Exchange, client: any ClientEnd) {
+        guard exchange.head.version.major >= 2 || exchange.head.version.minor >= 1, !exchange.responseStarted else {
+            return
+        }
+        if head.status == .continue { exchange.continued = true }
+        let headers = ImpersonationHeaders.clientResponseHeaders(head.headers, switchingProtocols: false)
+        client.writeAndFlush(
+            .head(HTTPResponseHead(version: exchange.head.version, status: head.status, headers: headers)))
     }
 
     /// Closes the connection after a response to a client still waiting for `100 Continue`: it

@@ -222,8 +222,14 @@ final class LoopPool {
 
     /// The handlers of an HTTP/1.1 connection to the API server, after TLS: what `connect`
     /// builds, and what a connection offering HTTP/2 gets when the server chooses HTTP/1.1.
+    /// Informational answers (`100 Continue`) are decoded, not dropped: the client may be
+    /// waiting for one. The handlers and their order are `addHTTPClientHandlers`' (the decoder
+    /// sees the request heads it needs to frame a HEAD's answer).
     static func addHTTP1Handlers(_ pipeline: ChannelPipeline.SynchronousOperations) throws -> UpstreamHandler {
-        try pipeline.addHTTPClientHandlers(leftOverBytesStrategy: .forwardBytes)
+        let decoder = HTTPResponseDecoder(leftOverBytesStrategy: .forwardBytes, informationalResponseStrategy: .forward)
+        try pipeline.addHandlers([
+            HTTPRequestEncoder(), ByteToMessageHandler(decoder), NIOHTTPRequestHeadersValidator(),
+        ])
         let handler = UpstreamHandler()
         try pipeline.addHandler(handler)
         return handler

@@ -219,6 +219,14 @@ private final class CollectingHandler: ChannelInboundHandler, RemovableChannelHa
         case .head(let head):
             self.head = head
             body = []
+            if head.version == .http1_1,
+                head.headers[canonicalForm: "expect"].contains(where: { $0.lowercased() == "100-continue" })
+            {
+                // As Go's server (kube-apiserver's) does once a handler reads the body, and
+                // every handler here reads it first.
+                let proceed = HTTPServerResponsePart.head(HTTPResponseHead(version: .http1_1, status: .continue))
+                context.writeAndFlush(NIOAny(proceed), promise: nil)
+            }
         case .body(var buffer):
             body += buffer.readBytes(length: buffer.readableBytes) ?? []
         case .end:

@@ -161,6 +161,31 @@ struct HTTP2ServingTests {
         }
     }
 
+    @Test("an HTTP/2 client waiting for 100 Continue gets the API server's as a HEADERS frame, then the answer")
+    func expectContinue() async throws {
+        try await ProxyHarness.run(.servingTLS) { harness in
+            let client = try await FrameLevelHTTP2Client.connect(harness, settings: nioDefaultSettings)
+            let body = #"{"kind":"ConfigMap","apiVersion":"v1","metadata":{"name":"b"}}"#
+            var block = harness.requestBlock(
+                "/api/v1/namespaces/a/configmaps/b", token: try harness.issuer.mint(), method: "PUT")
+            block.add(name: "expect", value: "100-continue")
+            block.add(name: "content-length", value: String(body.utf8.count))
+            try await client.send(HTTP2Frame(streamID: 1, payload: .headers(.init(headers: block))))
+            func statuses() -> [String] {
+                client.frames.compactMap { frame in
+                    guard frame.streamID == 1, case .headers(let headers) = frame.payload else { return nil }
+                    return headers.headers.first(name: ":status")
+                }
+            }
+            #expect(try await eventually { statuses() == ["100"] }, "\(statuses())")
+            let data = HTTP2Frame.FramePayload.Data(data: .byteBuffer(ByteBuffer(string: body)), endStream: true)
+            try await client.send(HTTP2Frame(streamID: 1, payload: .data(data)))
+            #expect(try await eventually { statuses() == ["100", "200"] }, "\(statuses())")
+            #expect(harness.api.requests.last.map { String(decoding: $0.body, as: UTF8.self) } == body)
+            await client.close()
+        }
+    }
+
     @Test("a 204 from the API server that gives a Content-Length reaches an HTTP/2 client as a 204, not a reset")
     func noContentWithContentLength() async throws {
         // Go's server keeps a Content-Length a handler sets on a 204; NIO's HTTP/1.1 decoder

@@ -99,6 +99,48 @@ struct RequestFramingTests {
         }
     }
 
+    @Test("a client waiting for 100 Continue gets the API server's, sends its body, and keeps its connection")
+    func expectContinueRelayed() async throws {
+        try await ProxyHarness.run { harness in
+            let token = try harness.issuer.mint()
+            let body = #"{"kind":"ConfigMap","apiVersion":"v1","metadata":{"name":"b"}}"#
+            let connection = try await RawConnection.connect(port: harness.port)
+            try await connection.send(
+                "PUT /api/v1/namespaces/a/configmaps/b HTTP/1.1\r\nHost: p\r\nAuthorization: Bearer \(token)\r\n"
+                    + "Content-Type: application/json\r\nExpect: 100-continue\r\n"
+                    + "Content-Length: \(body.utf8.count)\r\n\r\n")
+            // curl gives up waiting after a second; this waits five, and sends nothing before.
+            #expect(
+                try await connection.wait(timeout: .seconds(5)) { $0.text.hasPrefix("HTTP/1.1 100 Continue\r\n") },
+                "no 100 Continue: \(connection.text)")
+            try await connection.send(body)
+            #expect(try await connection.wait { $0.text.contains("\r\n\r\n{") && $0.text.hasSuffix("}") })
+            #expect(connection.text.contains("\r\n\r\nHTTP/1.1 200 OK\r\n"), "\(connection.text)")
+            #expect(harness.api.requests.last.map { String(decoding: $0.body, as: UTF8.self) } == body)
+            #expect(!connection.text.lowercased().contains("connection: close"))
+
+            // The same connection serves the next request.
+            try await connection.send("GET /version HTTP/1.1\r\nHost: p\r\nAuthorization: Bearer \(token)\r\n\r\n")
+            #expect(try await connection.wait { $0.text.contains("v1.33.0-standin") })
+            #expect(!connection.peerFinished)
+            await connection.close()
+        }
+    }
+
+    @Test("an HTTP/1.0 client's Expect: 100-continue brings no 100 from the proxy (HTTP/1.0 has none)")
+    func expectContinueHTTP10() async throws {
+        try await ProxyHarness.run { harness in
+            let body = #"{"kind":"ConfigMap"}"#
+            let request =
+                "PUT /api/v1/namespaces/a/configmaps/b HTTP/1.0\r\nHost: p\r\n"
+                + "Authorization: Bearer \(try harness.issuer.mint())\r\nExpect: 100-continue\r\n"
+                + "Content-Length: \(body.utf8.count)\r\n\r\n\(body)"
+            let response = try await RawHTTPClient.send(request, port: harness.port, timeout: .seconds(5))
+            #expect(response.status == 200)
+            #expect(!response.text.contains(" 100 "), "\(response.text)")
+        }
+    }
+
     @Test("a health check asking to upgrade is answered and its connection closed (nothing after it is parsed)")
     func healthCheckWithUpgrade() async throws {
         try await ProxyHarness.run { harness in
