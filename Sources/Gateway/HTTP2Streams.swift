@@ -1,3 +1,4 @@
+import Logging
 import NIOCore
 import NIOHPACK
 import NIOHTTP1
@@ -38,6 +39,10 @@ final class HTTP2StreamsHandler: ChannelInboundHandler {
     private var reading = false
     /// The server is draining: GOAWAY is sent, and the connection closes once its streams end.
     private var quiescing = false
+    /// Runs while the connection has no stream: when it expires, the connection is closed with
+    /// GOAWAY, as a silent HTTP/1.1 connection is closed after the request-head timeout
+    /// (kube-apiserver closes an HTTP/2 connection idle for 90 s).
+    private var idleTimer: DeadlineTimer?
 
     init(gateway: GatewayContext) {
         self.gateway = gateway
@@ -48,11 +53,27 @@ final class HTTP2StreamsHandler: ChannelInboundHandler {
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         clientAddress = context.channel.remoteAddress?.ipAddress
+        let timer = DeadlineTimer(eventLoop: context.eventLoop) { [weak self] in self?.closeIdle() }
+        timer.set(after: gateway.requestHeadTimeout)
+        idleTimer = timer
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        idleTimer?.cancel()
+        idleTimer = nil
         closeAllStreams()
         self.context = nil
+    }
+
+    private func closeIdle() {
+        guard let context, streams.isEmpty else { return }
+        gateway.logger.debug("closing an HTTP/2 connection that opened no stream in time")
+        quiescing = true
+        let goAway = HTTP2Frame(
+            streamID: .rootStream, payload: .goAway(lastStreamID: highestStreamID, errorCode: .noError, opaqueData: nil)
+        )
+        context.writeAndFlush(wrapOutboundOut(goAway), promise: nil)
+        context.close(promise: nil)
     }
 
     // MARK: Frames from the client
@@ -113,6 +134,7 @@ final class HTTP2StreamsHandler: ChannelInboundHandler {
             context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .rstStream(.protocolError))), promise: nil)
             return
         }
+        idleTimer?.clear()
         let proxy = ProxyHandler(gateway: gateway, clientSplice: nil)
         let stream = HTTP2ClientStream(
             id: id, connection: self, proxy: proxy, credit: peerInitialWindow, eventLoop: context.eventLoop,
@@ -153,6 +175,7 @@ final class HTTP2StreamsHandler: ChannelInboundHandler {
             // Reset by the client (a cancelled watch) or failed: give up its exchange.
             if !stream.responseEnded { stream.proxy.clientClosed() }
             stream.proxy.detach()
+            if streams.isEmpty && !quiescing { idleTimer?.set(after: gateway.requestHeadTimeout) }
             if quiescing && streams.isEmpty {
                 // Closed from the next tick: this event comes from within the write of the
                 // stream's last frame, which the close would otherwise throw away unsent.
@@ -202,6 +225,10 @@ final class HTTP2StreamsHandler: ChannelInboundHandler {
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         guard let streamError = error as? NIOHTTP2Errors.StreamError else {
             context.fireErrorCaught(error)
+            // NIO has answered GOAWAY and leaves the connection open; after these errors it is
+            // of no further use. Other errors NIO reports end one stream, or let the streams in
+            // progress finish: the idle timer closes the connection once they have.
+            if Self.endsConnection(error) { context.close(promise: nil) }
             return
         }
         // NIO refused to send one of a stream's frames (a body longer than its content-length,
@@ -212,6 +239,22 @@ final class HTTP2StreamsHandler: ChannelInboundHandler {
             guard let context = self.context, let stream = self.streams[id], !stream.closed else { return }
             context.writeAndFlush(
                 self.wrapOutboundOut(HTTP2Frame(streamID: id, payload: .rstStream(.internalError))), promise: nil)
+        }
+    }
+
+    /// Whether NIO's HTTP/2 handler reported `error` for a connection that cannot go on: its
+    /// frames no longer parse, or the client floods it (NIO's denial-of-service limits, among
+    /// them more than 200 resets in 30 s: the "rapid reset" attack, CVE-2023-44487).
+    static func endsConnection(_ error: any Error) -> Bool {
+        switch error {
+        case is NIOHTTP2Errors.UnableToParseFrame, is NIOHTTP2Errors.BadClientMagic,
+            is NIOHTTP2Errors.ExcessivelyLargeHeaderBlock, is NIOHTTP2Errors.ExcessiveContinuationFrames,
+            is NIOHTTP2Errors.ExcessiveRSTFrames, is NIOHTTP2Errors.ExcessiveControlFrames,
+            is NIOHTTP2Errors.ExcessiveEmptyDataFrames, is NIOHTTP2Errors.ExcessiveStreamErrors,
+            is NIOHTTP2Errors.ExcessiveNumberOfGlitches, is NIOHTTP2Errors.ExcessiveOutboundFrameBuffering:
+            true
+        default:
+            false
         }
     }
 

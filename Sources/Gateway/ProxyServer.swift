@@ -65,6 +65,8 @@ public final class ProxyServer: Sendable {
                 }
                 return channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.context))
+                    try channel.pipeline.syncOperations.addHandler(
+                        HandshakeTimeout(timeout: gateway.requestHeadTimeout))
                     try channel.pipeline.syncOperations.addHandler(TLSWriteCoalescer())
                 }.flatMap {
                     channel.configureHTTP2SecureUpgrade(

@@ -1,3 +1,6 @@
+import NIOCore
+import NIOHPACK
+import NIOHTTP2
 import Testbed
 import Testing
 
@@ -10,6 +13,46 @@ struct ConnectionLimitTests {
         try await ProxyHarness.run(options) { harness in
             let connection = try await RawConnection.connect(port: harness.port)
             #expect(try await connection.wait(timeout: .seconds(5)) { $0.peerFinished })
+        }
+    }
+
+    @Test(
+        "a connection to the HTTPS listener that never starts its TLS handshake is closed after the request-head timeout"
+    )
+    func silentTLSConnectionClosed() async throws {
+        var options = ProxyHarness.Options.servingTLS
+        options.requestHeadTimeout = .milliseconds(300)
+        try await ProxyHarness.run(options) { harness in
+            let silent = try await RawConnection.connect(port: harness.port)
+            #expect(try await silent.wait(timeout: .seconds(5)) { $0.peerFinished })
+            // Half a handshake: a ClientHello's first bytes, then nothing.
+            let stalled = try await RawConnection.connect(port: harness.port)
+            try await stalled.send([0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xFC, 0x03, 0x03])
+            #expect(try await stalled.wait(timeout: .seconds(5)) { $0.peerFinished })
+        }
+    }
+
+    @Test("an HTTP/2 connection without a stream is closed after the request-head timeout, with GOAWAY")
+    func idleHTTP2ConnectionClosed() async throws {
+        var options = ProxyHarness.Options.servingTLS
+        options.requestHeadTimeout = .milliseconds(500)
+        try await ProxyHarness.run(options) { harness in
+            // No stream at all, then one stream answered and nothing after it.
+            let client = try await FrameLevelHTTP2Client.connect(harness, settings: nioDefaultSettings)
+            #expect(try await eventually(timeout: .seconds(5)) { !client.channel.isActive })
+            #expect(client.frames.contains { if case .goAway = $0.payload { return true } else { return false } })
+
+            let used = try await FrameLevelHTTP2Client.connect(harness, settings: nioDefaultSettings)
+            let block: HPACKHeaders = [
+                ":method": "GET", ":scheme": "https", ":path": "/healthz", ":authority": "127.0.0.1",
+            ]
+            try await used.send(HTTP2Frame(streamID: 1, payload: .headers(.init(headers: block, endStream: true))))
+            #expect(try await eventually(timeout: .seconds(5)) { !used.channel.isActive })
+            let status = used.frames.lazy.compactMap { frame -> String? in
+                if case .headers(let headers) = frame.payload { return headers.headers.first(name: ":status") }
+                return nil
+            }.first
+            #expect(status == "200")
         }
     }
 

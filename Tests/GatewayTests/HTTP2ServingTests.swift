@@ -186,6 +186,43 @@ struct HTTP2ServingTests {
         }
     }
 
+    @Test(
+        "a client resetting streams as fast as it opens them (rapid reset, CVE-2023-44487), or sending what is not a frame, is sent GOAWAY and cut off"
+    )
+    func rapidReset() async throws {
+        try await ProxyHarness.run(.servingTLS) { harness in
+            let client = try await FrameLevelHTTP2Client.connect(harness, settings: nioDefaultSettings)
+            let block = harness.requestBlock("/api/v1/namespaces", token: try harness.issuer.mint())
+            var frames: [HTTP2Frame] = []
+            for index in 0..<400 {
+                let id = HTTP2StreamID(2 * index + 1)
+                frames.append(HTTP2Frame(streamID: id, payload: .headers(.init(headers: block, endStream: true))))
+                frames.append(HTTP2Frame(streamID: id, payload: .rstStream(.cancel)))
+            }
+            // Cut off part way, the client may see its own later writes fail.
+            try? await client.sendBatch(frames)
+            #expect(
+                try await eventually {
+                    client.frames.contains { frame in
+                        if case .goAway(_, .enhanceYourCalm, _) = frame.payload { return true }
+                        return false
+                    }
+                }, "no GOAWAY(ENHANCE_YOUR_CALM)")
+            #expect(try await eventually { !client.channel.isActive }, "the connection stayed open")
+            // NIO allows 200 resets in 30 s; each stream reached the API server at most once.
+            #expect(harness.api.requests.count <= 200)
+
+            // Bytes that are not a frame (a SETTINGS frame 5 bytes long) end a connection too.
+            let garbling = try await FrameLevelHTTP2Client.connect(harness, settings: nioDefaultSettings)
+            try await garbling.sendRaw([0, 0, 5, 0x04, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5])
+            #expect(try await eventually { !garbling.channel.isActive }, "the connection stayed open")
+
+            // Other clients are served on.
+            let response = try await harness.get("/version", token: try harness.issuer.mint())
+            #expect(response.status == 200)
+        }
+    }
+
     @Test("a 204 from the API server that gives a Content-Length reaches an HTTP/2 client as a 204, not a reset")
     func noContentWithContentLength() async throws {
         // Go's server keeps a Content-Length a handler sets on a 204; NIO's HTTP/1.1 decoder
@@ -468,6 +505,29 @@ final class FrameLevelHTTP2Client: Sendable {
 
     func send(_ frame: HTTP2Frame) async throws {
         try await channel.writeAndFlush(frame)
+    }
+
+    /// Writes `bytes` under the HTTP/2 handler, straight into the TLS connection.
+    func sendRaw(_ bytes: [UInt8]) async throws {
+        let channel = self.channel
+        try await channel.eventLoop.flatSubmit {
+            do {
+                let context = try channel.pipeline.syncOperations.context(handlerType: NIOHTTP2Handler.self)
+                return context.writeAndFlush(NIOAny(ByteBuffer(bytes: bytes)))
+            } catch {
+                return channel.eventLoop.makeFailedFuture(error)
+            }
+        }.get()
+    }
+
+    /// Writes all of `frames` and flushes once: they leave in as few TLS records as fit.
+    func sendBatch(_ frames: [HTTP2Frame]) async throws {
+        let channel = self.channel
+        try await channel.eventLoop.flatSubmit {
+            let written = frames.map { channel.write($0) }
+            channel.flush()
+            return EventLoopFuture.andAllSucceed(written, on: channel.eventLoop)
+        }.get()
     }
 
     func close() async {
