@@ -25,6 +25,7 @@ protocol ClientEnd: AnyObject {
 /// An HTTP/1.1 connection: the handler's place in its pipeline.
 final class PipelineEnd: ClientEnd {
     private let context: ChannelHandlerContext
+    private let roundFlush = RoundFlush()
 
     init(_ context: ChannelHandlerContext) {
         self.context = context
@@ -40,14 +41,16 @@ final class PipelineEnd: ClientEnd {
     }
 
     func writeAndFlush(_ part: HTTPServerResponsePart) {
-        context.writeAndFlush(NIOAny(part), promise: nil)
+        context.write(NIOAny(part), promise: nil)
+        roundFlush.schedule(context)
     }
 
     func flush() {
-        context.flush()
+        roundFlush.schedule(context)
     }
 
     func close() {
+        roundFlush.flushNow(context)
         context.close(promise: nil)
     }
 

@@ -37,6 +37,9 @@ final class HTTP2StreamsHandler: ChannelInboundHandler {
     private var highestStreamID = HTTP2StreamID(0)
     /// Within `channelRead`: what is written now is flushed when the read completes.
     private var reading = false
+    /// Flushes written frames after the event loop's round of I/O events: the responses of
+    /// several streams that arrive together leave in one TLS record and one write.
+    private let roundFlush = RoundFlush()
     /// The server is draining: GOAWAY is sent, and the connection closes once its streams end.
     private var quiescing = false
     /// Runs while the connection has no stream: when it expires, the connection is closed with
@@ -295,11 +298,11 @@ final class HTTP2StreamsHandler: ChannelInboundHandler {
             let stop = HTTP2Frame(streamID: stream.id, payload: .rstStream(.noError))
             context.write(wrapOutboundOut(stop), promise: nil)
         }
-        if flush && !reading { context.flush() }
+        if flush && !reading { roundFlush.schedule(context) }
     }
 
     func flush() {
-        if !reading { context?.flush() }
+        if !reading, let context { roundFlush.schedule(context) }
     }
 
     /// Ends a stream its `ProxyHandler` is done with: a response cut short is reset (CANCEL); a

@@ -102,6 +102,7 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// Whether the last response allows the connection to carry another request.
     private(set) var responseKeepAlive = true
     private var switchingProtocols = false
+    private let roundFlush = RoundFlush()
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
@@ -208,11 +209,11 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func write(_ part: HTTPClientRequestPart, flush: Bool = false) {
         guard let context else { return }
         context.write(wrapOutboundOut(part), promise: nil)
-        if flush { context.flush() }
+        if flush { roundFlush.schedule(context) }
     }
 
     func flush() {
-        context?.flush()
+        if let context { roundFlush.schedule(context) }
     }
 
     func pauseReads() {
@@ -229,6 +230,8 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func close() {
         delegate = nil
-        context?.close(promise: nil)
+        guard let context else { return }
+        roundFlush.flushNow(context)
+        context.close(promise: nil)
     }
 }
