@@ -68,15 +68,21 @@ final class HTTP2StreamsHandler: ChannelInboundHandler {
         self.context = nil
     }
 
+    /// Time between the GOAWAY of an idle connection and its close, as Go's server allows: a
+    /// client whose new stream crossed the GOAWAY reads it (and retries elsewhere) instead of a
+    /// connection reset, which a close with its HEADERS unread would send.
+    static let idleCloseGrace = TimeAmount.seconds(1)
+
     private func closeIdle() {
-        guard let context, streams.isEmpty else { return }
+        guard let context, streams.isEmpty, !quiescing else { return }
         gateway.logger.debug("closing an HTTP/2 connection that opened no stream in time")
         quiescing = true
         let goAway = HTTP2Frame(
             streamID: .rootStream, payload: .goAway(lastStreamID: highestStreamID, errorCode: .noError, opaqueData: nil)
         )
         context.writeAndFlush(wrapOutboundOut(goAway), promise: nil)
-        context.close(promise: nil)
+        let channel = context.channel
+        context.eventLoop.assumeIsolated().scheduleTask(in: Self.idleCloseGrace) { channel.close(promise: nil) }
     }
 
     // MARK: Frames from the client
@@ -229,8 +235,9 @@ final class HTTP2StreamsHandler: ChannelInboundHandler {
         guard let streamError = error as? NIOHTTP2Errors.StreamError else {
             context.fireErrorCaught(error)
             // NIO has answered GOAWAY and leaves the connection open; after these errors it is
-            // of no further use. Other errors NIO reports end one stream, or let the streams in
-            // progress finish: the idle timer closes the connection once they have.
+            // of no further use. Other errors NIO reports end one stream, or (answered GOAWAY
+            // naming no last stream) let the connection serve on under the usual limits and
+            // timeouts.
             if Self.endsConnection(error) { context.close(promise: nil) }
             return
         }

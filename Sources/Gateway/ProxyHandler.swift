@@ -298,7 +298,7 @@ final class ProxyHandler: ChannelDuplexHandler {
             clientInputClosed = true
             if isIdle && queued.isEmpty {
                 state = .closed
-                context.close(promise: nil)
+                closeClient(context)
             } else if queued.isEmpty, let exchange = exchangeInProgress, exchange.requestEnded, !exchange.isUpgrade {
                 // The client went away while its response was due. Go's HTTP server cancels a
                 // request whose connection reads EOF with nothing pipelined behind it, and
@@ -306,7 +306,7 @@ final class ProxyHandler: ChannelDuplexHandler {
                 // open on the API server, for no one, until the server ends it. Torn down here,
                 // not when the close completes: over TLS that can wait for a close_notify.
                 abandonExchange()
-                context.close(promise: nil)
+                closeClient(context)
             }
             return
         }
@@ -319,7 +319,7 @@ final class ProxyHandler: ChannelDuplexHandler {
             switch state {
             case .idle:
                 state = .closed
-                context.close(promise: nil)
+                closeClient(context)
             case .authenticating(let exchange), .connecting(let exchange), .forwarding(let exchange, _):
                 exchange.closesConnection = true
             case .draining, .spliced, .closed:
@@ -328,6 +328,16 @@ final class ProxyHandler: ChannelDuplexHandler {
             return
         }
         context.fireUserInboundEventTriggered(event)
+    }
+
+    /// Closes the client connection through its `ClientEnd`, which first flushes a response
+    /// written in this round of I/O (a close drops what is unflushed).
+    private func closeClient(_ context: ChannelHandlerContext) {
+        if let client {
+            client.close()
+        } else {
+            context.close(promise: nil)
+        }
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {

@@ -157,6 +157,9 @@ final class CloseOnInputClosed: ChannelInboundHandler, Sendable {
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let event = event as? ChannelEvent, case .inputClosed = event {
+            // Frames written in this round of I/O wait for a flush (`RoundFlush`) that a close
+            // would drop.
+            context.flush()
             context.close(promise: nil)
             return
         }

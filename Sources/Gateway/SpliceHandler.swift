@@ -181,13 +181,35 @@ final class SpliceHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func closeOutputFromPartner() {
         guard let context else { return }
+        context.flush()
         context.close(mode: .output).assumeIsolated().whenFailure { _ in
             // The transport cannot half-close (TLS, for one): close fully.
             context.close(promise: nil)
         }
     }
 
+    /// The partner's connection ended: what it sent on is flushed first (bytes that came with
+    /// the 101 reach this end without a read-complete to flush them), then this one closes.
     private func closeFromPartner() {
+        context?.flush()
         context?.close(promise: nil)
+    }
+}
+
+/// Holds back the end of input an upstream connection reads while it switches to a splice.
+/// NIO's HTTP decoder leaves the pipeline only after the current round of I/O, forwarding the
+/// bytes that came after the `101` as it goes; an end of input it saw first would make it drop
+/// them (it forwards leftovers only when no EOF was seen). An API server that answers `101`,
+/// writes and closes at once (a WebSocket `kubectl exec` of a command that ends at once) would
+/// lose the session's output. Passed on one task later, the event comes after those bytes.
+final class EndOfInputDeferral: ChannelInboundHandler {
+    typealias InboundIn = NIOAny
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let channelEvent = event as? ChannelEvent, case .inputClosed = channelEvent {
+            context.eventLoop.assumeIsolated().execute { context.fireUserInboundEventTriggered(event) }
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 }

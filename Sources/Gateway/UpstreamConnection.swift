@@ -150,6 +150,7 @@ final class UpstreamHandler: ChannelDuplexHandler, RemovableChannelHandler {
             clientEnd.activate()
             upstreamEnd.activate()
             let decoder = try pipeline.handler(type: ByteToMessageHandler<HTTPResponseDecoder>.self)
+            try pipeline.addHandler(EndOfInputDeferral(), position: .before(decoder))
             let encoder = try pipeline.handler(type: HTTPRequestEncoder.self)
             let validator = try pipeline.handler(type: NIOHTTPRequestHeadersValidator.self)
             pipeline.removeHandler(validator, promise: nil)

@@ -57,6 +57,22 @@ struct ClientGoneTests {
         }
     }
 
+    @Test(
+        "a client that half-closes after a request the proxy answers itself gets the answer before the close",
+        arguments: ["/healthz", "/api/v1/namespaces"])
+    func halfCloseAfterLocalAnswer(path: String) async throws {
+        try await ProxyHarness.run { harness in
+            let connection = try await RawConnection.connect(port: harness.port)
+            // As `nc -N` sends it: a keep-alive request (answered 200, or 401 without a token),
+            // then the end of its input, both at once.
+            try await connection.send("GET \(path) HTTP/1.1\r\nHost: p\r\n\r\n")
+            try await connection.shutdownOutput()
+            #expect(try await connection.wait { $0.peerFinished }, "the proxy kept the connection open")
+            #expect(connection.text.hasPrefix("HTTP/1.1 "), "no answer before the close: \(connection.text)")
+            await connection.close()
+        }
+    }
+
     @Test("a client that half-closes behind pipelined requests still gets every response")
     func halfCloseAfterPipelinedRequests() async throws {
         try await ProxyHarness.run { harness in

@@ -555,8 +555,9 @@ private final class FrameRecorder: ChannelInboundHandler, Sendable {
 }
 
 /// A TLS server on loopback that answers every request head it reads with the same bytes,
-/// written as they are: for what NIO's HTTP/1.1 encoder would not send.
-private final class RawTLSResponder: Sendable {
+/// written as they are: for what NIO's HTTP/1.1 encoder would not send. With `closing`, it
+/// closes the connection right after the answer, in the same write.
+final class RawTLSResponder: Sendable {
     private let channel: any Channel
     let port: Int
 
@@ -565,14 +566,16 @@ private final class RawTLSResponder: Sendable {
         self.port = channel.localAddress?.port ?? 0
     }
 
-    static func start(identity: ServerIdentity, response: String) async throws -> RawTLSResponder {
+    static func start(identity: ServerIdentity, response: String, closing: Bool = false) async throws
+        -> RawTLSResponder
+    {
         let context = try NIOSSLContext(configuration: identity.serverTLSConfiguration())
         let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context))
-                    try channel.pipeline.syncOperations.addHandler(Responder(response: response))
+                    try channel.pipeline.syncOperations.addHandler(Responder(response: response, closing: closing))
                 }
             }
             .bind(host: "127.0.0.1", port: 0).get()
@@ -587,10 +590,12 @@ private final class RawTLSResponder: Sendable {
         typealias InboundIn = ByteBuffer
         typealias OutboundOut = ByteBuffer
         private let response: String
+        private let closing: Bool
         private var received: [UInt8] = []
 
-        init(response: String) {
+        init(response: String, closing: Bool) {
             self.response = response
+            self.closing = closing
         }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -599,6 +604,11 @@ private final class RawTLSResponder: Sendable {
             while let end = received.firstRange(of: endOfHead) {
                 received.removeSubrange(..<end.upperBound)
                 context.write(wrapOutboundOut(ByteBuffer(string: response)), promise: nil)
+                if closing {
+                    context.flush()
+                    context.close(promise: nil)
+                    return
+                }
             }
         }
 

@@ -86,6 +86,22 @@ struct TLSServingTests {
         }
     }
 
+    @Test("a watch over HTTPS outlives the request-head timeout: the handshake's timeout ends with the handshake")
+    func watchOutlivesHandshakeTimeout() async throws {
+        var options = ProxyHarness.Options.servingTLS
+        options.requestHeadTimeout = .milliseconds(500)
+        try await ProxyHarness.run(options) { harness in
+            let token = try harness.issuer.mint()
+            var (first, watch) = try await harness.openHTTP2Stream("/api/v1/namespaces?watch=true", token: token)
+            #expect(String(buffer: first).contains("ADDED"))
+            try await Task.sleep(for: .milliseconds(1500))
+            #expect(harness.api.openHeldStreams == 1, "the watch ended with its connection")
+            harness.api.releaseWatches()
+            let next = try await watch.next()
+            #expect(next.map { String(buffer: $0) }?.contains("MODIFIED") == true)
+        }
+    }
+
     @Test("plain HTTP sent to the HTTPS listener is refused cleanly, and the listener keeps serving")
     func plainHTTPToTLSPort() async throws {
         try await ProxyHarness.run(.servingTLS) { harness in

@@ -191,6 +191,38 @@ struct UpgradeIdleTimeoutTests {
     }
 }
 
+@Suite("An upgraded session that ends at once")
+struct UpgradeEndingAtOnceTests {
+    @Test(
+        "an API server that answers 101, sends its bytes and closes, all at once: the client gets all of it, then the close"
+    )
+    func answeredAndClosedAtOnce() async throws {
+        let authority = try TestCertificateAuthority(commonName: "raw upstream CA")
+        let upstream = try await RawTLSResponder.start(
+            identity: try authority.issueServerCertificate(),
+            response: "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\r\n"
+                + "the whole session\n",
+            closing: true)
+        var options = ProxyHarness.Options()
+        options.upstreamPort = upstream.port
+        options.upstreamCAPEM = authority.certificatePEM
+        try await ProxyHarness.run(options) { harness in
+            for _ in 0..<5 {
+                let connection = try await RawConnection.connect(port: harness.port)
+                try await connection.send(
+                    "POST /api/v1/namespaces/a/pods/b/exec?command=true HTTP/1.1\r\nHost: proxy\r\n"
+                        + "Authorization: Bearer \(try harness.issuer.mint())\r\nConnection: Upgrade\r\n"
+                        + "Upgrade: SPDY/3.1\r\nContent-Length: 0\r\n\r\n")
+                #expect(try await connection.wait { $0.peerFinished }, "the proxy kept the connection open")
+                #expect(connection.text.hasPrefix("HTTP/1.1 101 "), "got: \(connection.text)")
+                #expect(connection.text.hasSuffix("\r\n\r\nthe whole session\n"), "got: \(connection.text)")
+                await connection.close()
+            }
+        }
+        await upstream.stop()
+    }
+}
+
 @Suite("Upgraded sessions across a configuration reload")
 struct UpgradeAcrossReloadTests {
     @Test("a spliced session opened before a reload keeps carrying bytes after it; new requests use the new mapping")
