@@ -46,6 +46,8 @@ final class HTTP2StreamsHandler: ChannelInboundHandler {
     /// GOAWAY, as a silent HTTP/1.1 connection is closed after the request-head timeout
     /// (kube-apiserver closes an HTTP/2 connection idle for 90 s).
     private var idleTimer: DeadlineTimer?
+    /// Told of every frame `NIOHTTP2Handler` writes, its own GOAWAYs among them.
+    let writtenFrames = WrittenFrameWatch()
 
     init(gateway: GatewayContext) {
         self.gateway = gateway
@@ -234,11 +236,11 @@ final class HTTP2StreamsHandler: ChannelInboundHandler {
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         guard let streamError = error as? NIOHTTP2Errors.StreamError else {
             context.fireErrorCaught(error)
-            // NIO has answered GOAWAY and leaves the connection open; after these errors it is
-            // of no further use. Other errors NIO reports end one stream, or (answered GOAWAY
-            // naming no last stream) let the connection serve on under the usual limits and
-            // timeouts.
-            if Self.endsConnection(error) { context.close(promise: nil) }
+            // NIO answers a connection error (a frame that does not parse, a flood, a SETTINGS
+            // value or a window out of range) with GOAWAY and an error code, and leaves the
+            // connection open; RFC 9113 §5.4.1 has it closed. The errors NIO reports for one
+            // stream (answered RST_STREAM) leave the connection serving.
+            if Self.endsConnection(error) || writtenFrames.sentErrorGoAway { context.close(promise: nil) }
             return
         }
         // NIO refused to send one of a stream's frames (a body longer than its content-length,
@@ -265,6 +267,18 @@ final class HTTP2StreamsHandler: ChannelInboundHandler {
             true
         default:
             false
+        }
+    }
+
+    /// Every frame NIO writes for the connection passes here: a GOAWAY with an error code is
+    /// NIO's answer to a connection error, reported just after as `errorCaught`, whatever the
+    /// error's type. (This handler's own GOAWAYs, for an idle connection or a drain, say
+    /// NO_ERROR.)
+    final class WrittenFrameWatch: NIOHTTP2FrameDelegate {
+        private(set) var sentErrorGoAway = false
+
+        func wroteFrame(_ frame: HTTP2Frame) {
+            if case .goAway(_, let code, _) = frame.payload, code != .noError { sentErrorGoAway = true }
         }
     }
 

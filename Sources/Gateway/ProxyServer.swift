@@ -110,8 +110,10 @@ public final class ProxyServer: Sendable {
     /// check and header rule is the same as over HTTP/1.1; flow control is per stream.
     static func configureHTTP2Pipeline(_ channel: any Channel, gateway: GatewayContext) throws {
         let pipeline = channel.pipeline.syncOperations
-        try pipeline.addHandler(NIOHTTP2Handler(mode: .server, connectionConfiguration: .init()))
-        try pipeline.addHandler(HTTP2StreamsHandler(gateway: gateway))
+        let streams = HTTP2StreamsHandler(gateway: gateway)
+        try pipeline.addHandler(
+            NIOHTTP2Handler(mode: .server, frameDelegate: streams.writtenFrames, connectionConfiguration: .init()))
+        try pipeline.addHandler(streams)
         try pipeline.addHandler(CloseOnInputClosed())
     }
 

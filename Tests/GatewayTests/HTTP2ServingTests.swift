@@ -223,6 +223,38 @@ struct HTTP2ServingTests {
         }
     }
 
+    @Test(
+        "a connection error of any kind (a SETTINGS value or a window out of range) is answered GOAWAY and the connection closed"
+    )
+    func connectionErrorsClose() async throws {
+        try await ProxyHarness.run(.servingTLS) { harness in
+            // SETTINGS_ENABLE_PUSH = 2: PROTOCOL_ERROR. A WINDOW_UPDATE taking the connection's
+            // window past 2^31-1: FLOW_CONTROL_ERROR.
+            let cases: [(bytes: [UInt8], code: HTTP2ErrorCode)] = [
+                ([0, 0, 6, 0x04, 0, 0, 0, 0, 0, 0, 0x02, 0, 0, 0, 2], .protocolError),
+                ([0, 0, 4, 0x08, 0, 0, 0, 0, 0, 0x7F, 0xFF, 0xFF, 0xFF], .flowControlError),
+            ]
+            for (bytes, code) in cases {
+                let client = try await FrameLevelHTTP2Client.connect(harness, settings: nioDefaultSettings)
+                try await client.sendRaw(bytes)
+                #expect(
+                    try await eventually {
+                        client.frames.contains { frame in
+                            if case .goAway(_, code, _) = frame.payload { return true }
+                            return false
+                        }
+                    }, "no GOAWAY(\(code))")
+                // Not the 60 s a connection without streams is given.
+                #expect(
+                    try await eventually(timeout: .seconds(5)) { !client.channel.isActive },
+                    "the connection stayed open")
+                await client.close()
+            }
+            let response = try await harness.get("/version", token: try harness.issuer.mint())
+            #expect(response.status == 200)
+        }
+    }
+
     @Test("a 204 from the API server that gives a Content-Length reaches an HTTP/2 client as a 204, not a reset")
     func noContentWithContentLength() async throws {
         // Go's server keeps a Content-Length a handler sets on a 204; NIO's HTTP/1.1 decoder
