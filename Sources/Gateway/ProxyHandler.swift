@@ -772,7 +772,15 @@ extension ProxyHandler: UpstreamResponseDelegate {
             let closeFuture = client.closeFuture
         else { return nil }
         client.writeAndFlush(.end(nil))
-        logAccess(exchange)
+        // The session's access-log line is written when it ends, as kube-apiserver logs a
+        // hijacked request: its duration is the session's, its bytes what the API server sent
+        // the client through the splice. (Before the gauge below goes down: whoever sees no
+        // session open sees its request counted.)
+        let splice = clientSplice
+        closeFuture.assumeIsolated().whenComplete { _ in
+            exchange.responseBytes += splice?.bytesToChannel ?? 0
+            self.logAccess(exchange)
+        }
         gateway.metrics.upgradeOpened(until: closeFuture)
         state = .spliced
         // Bytes pipelined behind the upgrade request were parsed as HTTP; they are dropped.

@@ -28,6 +28,9 @@ final class SpliceHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// bytes read on either end. nil: never for being quiet.
     var idleTimeout: TimeAmount?
     private var idleTimer: DeadlineTimer?
+    /// Bytes the partner spliced into this end's connection: on the client end, what the API
+    /// server sent the client after the 101 (for the session's access-log line).
+    private(set) var bytesToChannel = 0
 
     private init() {
         Self.liveInstances.add(1, ordering: .relaxed)
@@ -163,6 +166,7 @@ final class SpliceHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func writeFromPartner(_ buffer: ByteBuffer) {
+        bytesToChannel += buffer.readableBytes
         context?.write(wrapOutboundOut(buffer), promise: nil)
     }
 

@@ -35,6 +35,32 @@ struct AccessLogTests {
         }
     }
 
+    @Test("an upgraded session is logged when it ends: status 101, its whole duration, the bytes the API server sent")
+    func upgradeLoggedAtItsEnd() async throws {
+        try await ProxyHarness.run { harness in
+            let connection = try await harness.openEchoSession()
+            let head = try #require(connection.text.range(of: "\r\n\r\n"))
+            let headBytes = connection.text[..<head.upperBound].utf8.count
+            let payload = String(repeating: "echo through the splice\n", count: 400)
+            try await connection.send(payload)
+            #expect(try await connection.wait { $0.text.hasSuffix(payload) })
+            // Open for a while: no line yet.
+            try await Task.sleep(for: .milliseconds(400))
+            #expect(harness.logs.accessLines.isEmpty, "the session was logged while open")
+            await connection.close()
+
+            let line = try #require(try await accessLines(harness, count: 1).last)
+            #expect(line.metadata["status"] == "101")
+            #expect(line.metadata["method"] == "POST")
+            #expect(line.metadata["user"] == "alice@example.com")
+            // Everything after the 101's head: the echo server's greeting and the echoed bytes.
+            #expect(line.metadata["bytes"] == String(connection.byteCount - headBytes))
+            let duration = try #require(line.metadata["duration_ms"].flatMap(Double.init))
+            let upstream = try #require(line.metadata["upstream_ms"].flatMap(Double.init))
+            #expect(duration >= 400 && upstream < duration)
+        }
+    }
+
     @Test("a 401: the line has no identity and no upstream time; the failure is logged with its typed reason")
     func unauthorized() async throws {
         try await ProxyHarness.run { harness in
