@@ -35,6 +35,26 @@ struct TLSServingTests {
         }
     }
 
+    @Test("over HTTP/2 a stream whose API server answer is late gets 504; the connection's other streams are answered")
+    func http2ResponseHeadTimeout() async throws {
+        var options = ProxyHarness.Options.servingTLS
+        options.responseHeadTimeout = .milliseconds(500)
+        try await ProxyHarness.run(options) { harness in
+            let started = ContinuousClock.now
+            let token = try harness.issuer.mint()
+            async let late = harness.fetch("/testbed/delay?ms=5000", token: token)
+            try await Task.sleep(for: .milliseconds(100))
+            async let prompt = harness.fetch("/testbed/delay?ms=100", token: token)
+            let (promptStatus, promptVersion, _) = try await prompt
+            #expect(promptStatus == .ok && promptVersion == .http2)
+            let (lateStatus, lateVersion, body) = try await late
+            #expect(lateStatus == .gatewayTimeout && lateVersion == .http2)
+            #expect(body.contains(#""reason":"Timeout""#))
+            #expect(ContinuousClock.now - started < .seconds(4), "the 504 waited for the API server")
+            #expect(harness.server.openConnections == 1, "the streams did not share a connection")
+        }
+    }
+
     @Test("100 concurrent streams on one HTTP/2 connection complete while a watch on the same connection stays open")
     func concurrentStreamsBesideAWatch() async throws {
         try await ProxyHarness.run(.servingTLS) { harness in
@@ -178,5 +198,15 @@ struct TLSServingTests {
         } throws: { error in
             "\(error)".hasPrefix("--tls-cert-file: \"\(directory)/tls.crt\" is not a PEM certificate chain")
         }
+    }
+}
+
+extension ProxyHarness {
+    /// A GET through the harness's client: its status, HTTP version and body.
+    fileprivate func fetch(_ path: String, token: String) async throws -> (HTTPResponseStatus, HTTPVersion, String) {
+        var request = HTTPClientRequest(url: baseURL + path)
+        request.headers.add(name: "Authorization", value: "Bearer \(token)")
+        let response = try await client.execute(request, timeout: .seconds(30))
+        return (response.status, response.version, String(buffer: try await response.body.collect(upTo: 1 << 16)))
     }
 }
