@@ -263,7 +263,10 @@ final class HTTP2StreamsHandler: ChannelInboundHandler {
             is NIOHTTP2Errors.ExcessivelyLargeHeaderBlock, is NIOHTTP2Errors.ExcessiveContinuationFrames,
             is NIOHTTP2Errors.ExcessiveRSTFrames, is NIOHTTP2Errors.ExcessiveControlFrames,
             is NIOHTTP2Errors.ExcessiveEmptyDataFrames, is NIOHTTP2Errors.ExcessiveStreamErrors,
-            is NIOHTTP2Errors.ExcessiveNumberOfGlitches, is NIOHTTP2Errors.ExcessiveOutboundFrameBuffering:
+            is NIOHTTP2Errors.ExcessiveNumberOfGlitches, is NIOHTTP2Errors.ExcessiveOutboundFrameBuffering,
+            // NIO's GOAWAY for a connection error, refused because ours (a drain's) named a
+            // lower last stream: the error that caused it follows, and the delegate never saw it.
+            is NIOHTTP2Errors.RaisedGoawayLastStreamID:
             true
         default:
             false

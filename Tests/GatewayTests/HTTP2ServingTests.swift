@@ -202,12 +202,7 @@ struct HTTP2ServingTests {
             // Cut off part way, the client may see its own later writes fail.
             try? await client.sendBatch(frames)
             #expect(
-                try await eventually {
-                    client.frames.contains { frame in
-                        if case .goAway(_, .enhanceYourCalm, _) = frame.payload { return true }
-                        return false
-                    }
-                }, "no GOAWAY(ENHANCE_YOUR_CALM)")
+                try await eventually { client.receivedGoAway(.enhanceYourCalm) }, "no GOAWAY(ENHANCE_YOUR_CALM)")
             #expect(try await eventually { !client.channel.isActive }, "the connection stayed open")
             // NIO allows 200 resets in 30 s; each stream reached the API server at most once.
             #expect(harness.api.requests.count <= 200)
@@ -238,12 +233,7 @@ struct HTTP2ServingTests {
                 let client = try await FrameLevelHTTP2Client.connect(harness, settings: nioDefaultSettings)
                 try await client.sendRaw(bytes)
                 #expect(
-                    try await eventually {
-                        client.frames.contains { frame in
-                            if case .goAway(_, code, _) = frame.payload { return true }
-                            return false
-                        }
-                    }, "no GOAWAY(\(code))")
+                    try await eventually { client.receivedGoAway(code) }, "no GOAWAY(\(code))")
                 // Not the 60 s a connection without streams is given.
                 #expect(
                     try await eventually(timeout: .seconds(5)) { !client.channel.isActive },
@@ -252,6 +242,26 @@ struct HTTP2ServingTests {
             }
             let response = try await harness.get("/version", token: try harness.issuer.mint())
             #expect(response.status == 200)
+        }
+    }
+
+    @Test("a connection error after a drain's GOAWAY (NIO cannot send its own) still closes the connection")
+    func connectionErrorWhileDraining() async throws {
+        try await ProxyHarness.run(.servingTLS) { harness in
+            let client = try await FrameLevelHTTP2Client.connect(harness, settings: nioDefaultSettings)
+            let block = harness.requestBlock("/api/v1/namespaces?watch=true", token: try harness.issuer.mint())
+            try await client.send(HTTP2Frame(streamID: 1, payload: .headers(.init(headers: block, endStream: true))))
+            #expect(try await eventually { harness.api.openHeldStreams == 1 })
+            let server = harness.server
+            let draining = Task { await server.drain(deadline: .seconds(20)) }
+            #expect(
+                try await eventually { client.receivedGoAway(.noError) }, "no GOAWAY for the drain")
+            try await client.sendRaw([0, 0, 6, 0x04, 0, 0, 0, 0, 0, 0, 0x02, 0, 0, 0, 2])
+            #expect(
+                try await eventually(timeout: .seconds(5)) { !client.channel.isActive },
+                "the connection stayed open until its watch ended")
+            harness.api.releaseWatches()
+            _ = await draining.value
         }
     }
 
@@ -518,6 +528,14 @@ final class FrameLevelHTTP2Client: Sendable {
     }
 
     var frames: [HTTP2Frame] { received.withLockedValue { $0 } }
+
+    /// Whether a GOAWAY with `code` has arrived.
+    func receivedGoAway(_ code: HTTP2ErrorCode) -> Bool {
+        frames.contains { frame in
+            if case .goAway(_, code, _) = frame.payload { return true }
+            return false
+        }
+    }
 
     static func connect(_ harness: ProxyHarness, settings: HTTP2Settings) async throws -> FrameLevelHTTP2Client {
         let context = try harness.http2ClientTLS()
