@@ -65,6 +65,7 @@ public final class ProxyServer: Sendable {
                 }
                 return channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls.context))
+                    try channel.pipeline.syncOperations.addHandler(TLSCloseCompletion())
                     try channel.pipeline.syncOperations.addHandler(
                         HandshakeTimeout(timeout: gateway.requestHeadTimeout))
                     try channel.pipeline.syncOperations.addHandler(TLSWriteCoalescer())
@@ -128,22 +129,38 @@ public final class ProxyServer: Sendable {
     /// comes first: a watch or an exec session may outlive any deadline, so nothing waits for
     /// the connections once it has passed.
     public func drain(deadline: Duration) async -> Bool {
-        let loop = channel.eventLoop
-        let drained = loop.makePromise(of: Void.self)
+        let drained = channel.eventLoop.makePromise(of: Void.self)
         quiescing.initiateShutdown(promise: drained)
+        return await completes(drained.futureResult, within: deadline)
+    }
+
+    /// After a drain that ran out of time: closes every client connection still open (watches,
+    /// upgraded sessions), so that each request on them ends as one whose client went away
+    /// ends, with its access-log line, and waits up to `wait` for them to close. Returns how
+    /// many it closed, and whether all of them closed in time.
+    public func closeRemaining(wait: Duration) async -> (count: Int, closed: Bool) {
+        let closing = limiter.closeAdmitted()
+        guard !closing.isEmpty else { return (0, true) }
+        let closed = await completes(EventLoopFuture.andAllComplete(closing, on: channel.eventLoop), within: wait)
+        return (closing.count, closed)
+    }
+
+    /// Whether `future` succeeds within `limit`; answers at whichever comes first.
+    private func completes(_ future: EventLoopFuture<Void>, within limit: Duration) async -> Bool {
+        let loop = channel.eventLoop
         let outcome = loop.makePromise(of: Bool.self)
         // The first of the two callbacks answers.
         let answered = NIOLockedValueBox(false)
-        let answer: @Sendable (Bool) -> Void = { drainedInTime in
+        let answer: @Sendable (Bool) -> Void = { inTime in
             let first = answered.withLockedValue { wasAnswered in
                 defer { wasAnswered = true }
                 return !wasAnswered
             }
             guard first else { return }
-            outcome.succeed(drainedInTime)
+            outcome.succeed(inTime)
         }
-        let timer = loop.scheduleTask(in: TimeAmount(deadline)) { answer(false) }
-        drained.futureResult.whenComplete { result in
+        let timer = loop.scheduleTask(in: TimeAmount(limit)) { answer(false) }
+        future.whenComplete { result in
             timer.cancel()
             answer((try? result.get()) != nil)
         }

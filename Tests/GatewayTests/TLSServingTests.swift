@@ -38,10 +38,12 @@ struct TLSServingTests {
     @Test("over HTTP/2 a stream whose API server answer is late gets 504; the connection's other streams are answered")
     func http2ResponseHeadTimeout() async throws {
         var options = ProxyHarness.Options.servingTLS
-        options.responseHeadTimeout = .milliseconds(500)
+        options.responseHeadTimeout = .seconds(1)
         try await ProxyHarness.run(options) { harness in
-            let started = ContinuousClock.now
             let token = try harness.issuer.mint()
+            // The connection (and its HTTP/2) first, so that both requests below share it.
+            #expect(try await harness.fetch("/version", token: token).1 == .http2)
+            let started = ContinuousClock.now
             async let late = harness.fetch("/testbed/delay?ms=5000", token: token)
             try await Task.sleep(for: .milliseconds(100))
             async let prompt = harness.fetch("/testbed/delay?ms=100", token: token)
@@ -52,6 +54,31 @@ struct TLSServingTests {
             #expect(body.contains(#""reason":"Timeout""#))
             #expect(ContinuousClock.now - started < .seconds(4), "the 504 waited for the API server")
             #expect(harness.server.openConnections == 1, "the streams did not share a connection")
+        }
+    }
+
+    @Test(
+        "at a shutdown's deadline the connections left are closed, each as soon as its client answers the TLS close, and their requests logged"
+    )
+    func closeRemainingAtDeadline() async throws {
+        try await ProxyHarness.run(.servingTLS) { harness in
+            // The body is kept: a client that drops it resets the stream, and the watch ends.
+            let (first, rest) = try await harness.openHTTP2Stream(
+                "/api/v1/namespaces?watch=true", token: try harness.issuer.mint())
+            #expect(String(buffer: first).contains("ADDED"))
+            #expect(await harness.server.drain(deadline: .milliseconds(200)) == false, "the watch ended by itself")
+            let started = ContinuousClock.now
+            let (count, closed) = await harness.server.closeRemaining(wait: .seconds(4))
+            #expect(count == 1 && closed)
+            // Not TLS's 5 s shutdown timeout: the client answered at once.
+            #expect(ContinuousClock.now - started < .seconds(2), "the close waited for TLS's shutdown timeout")
+            #expect(harness.server.openConnections == 0)
+            let logged = try await eventually {
+                harness.logs.accessLines.contains { $0.metadata["path"] == "/api/v1/namespaces" }
+            }
+            #expect(logged, "the watch cut short was not logged")
+            withExtendedLifetime(rest) {}
+            harness.api.releaseWatches()
         }
     }
 

@@ -156,6 +156,15 @@ struct GracefulShutdownTests {
             #expect(bench.proxy.terminationStatus == 0)
             #expect(ContinuousClock.now - started >= .seconds(1), "the watch gets its grace period")
             #expect(bench.log.contains("drain deadline reached"))
+            // The watch the deadline cut has its access-log line, its duration the whole wait.
+            let watchLines = bench.log.split(separator: "\n").filter { line in
+                guard line.contains(" request "), line.contains("path=/api/v1/namespaces"),
+                    let field = line.split(separator: " ").first(where: { $0.hasPrefix("duration_ms=") }),
+                    let milliseconds = Double(field.dropFirst("duration_ms=".count))
+                else { return false }
+                return milliseconds >= 1000
+            }
+            #expect(watchLines.count == 1, "no access-log line for the watch:\n\(bench.log)")
         }
     }
 }
