@@ -786,8 +786,16 @@ extension ProxyHandler: UpstreamResponseDelegate {
         // Bytes pipelined behind the upgrade request were parsed as HTTP; they are dropped.
         queued.removeAll()
         clientSplice?.idleTimeout = gateway.upgradeIdleTimeout
-        gateway.logger.debug(
-            "upgraded connection spliced", metadata: ["path": "\(Self.path(of: exchange.head.uri))"])
+        // The session's start, for an audit trail that a crash cannot lose; its access-log
+        // line comes when it ends (kube-apiserver's audit log records both stages too).
+        gateway.logger.info(
+            "upgraded session started",
+            metadata: [
+                "issuer": "\(exchange.identity?.issuerName ?? "-")", "user": "\(exchange.identity?.username ?? "-")",
+                "groups": "\(exchange.identity?.groups.joined(separator: ",") ?? "")",
+                "method": "\(exchange.head.method.rawValue)", "path": "\(Self.path(of: exchange.head.uri))",
+                "client": "\(clientAddress ?? "-")",
+            ])
         return clientSplice
     }
 

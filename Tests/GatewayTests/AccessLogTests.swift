@@ -47,6 +47,11 @@ struct AccessLogTests {
             // Open for a while: no line yet.
             try await Task.sleep(for: .milliseconds(400))
             #expect(harness.logs.accessLines.isEmpty, "the session was logged while open")
+            // Its start is logged at once, with who opened it.
+            let start = try #require(harness.logs.all.first { $0.message == "upgraded session started" })
+            #expect(start.level == .info)
+            #expect(start.metadata["user"] == "alice@example.com" && start.metadata["groups"] == "developers")
+            #expect(start.metadata["path"] == "/testbed/spdy-echo" && start.metadata["method"] == "POST")
             await connection.close()
 
             let line = try #require(try await accessLines(harness, count: 1).last)
