@@ -669,12 +669,16 @@ final class ProxyHandler: ChannelDuplexHandler {
     private func logAccess(_ exchange: Exchange) {
         guard !exchange.recorded else { return }
         exchange.recorded = true
-        let entry = AccessLogEntry(
+        AccessLog.record(accessEntry(exchange), gateway: gateway)
+    }
+
+    /// The exchange as its access-log line shows it now.
+    private func accessEntry(_ exchange: Exchange) -> AccessLogEntry {
+        AccessLogEntry(
             identity: exchange.identity, method: exchange.head.method.rawValue,
             path: Self.path(of: exchange.head.uri), status: exchange.status.map { Int($0.code) },
             bytes: exchange.responseBytes, duration: ContinuousClock.now - exchange.startedAt,
             upstreamLatency: exchange.upstreamLatency, clientAddress: clientAddress)
-        AccessLog.record(entry, gateway: gateway)
     }
 }
 
@@ -788,14 +792,7 @@ extension ProxyHandler: UpstreamResponseDelegate {
         clientSplice?.idleTimeout = gateway.upgradeIdleTimeout
         // The session's start, for an audit trail that a crash cannot lose; its access-log
         // line comes when it ends (kube-apiserver's audit log records both stages too).
-        gateway.logger.info(
-            "upgraded session started",
-            metadata: [
-                "issuer": "\(exchange.identity?.issuerName ?? "-")", "user": "\(exchange.identity?.username ?? "-")",
-                "groups": "\(exchange.identity?.groups.joined(separator: ",") ?? "")",
-                "method": "\(exchange.head.method.rawValue)", "path": "\(Self.path(of: exchange.head.uri))",
-                "client": "\(clientAddress ?? "-")",
-            ])
+        gateway.logger.info("upgraded session started", metadata: accessEntry(exchange).metadata)
         return clientSplice
     }
 

@@ -139,7 +139,7 @@ public final class ProxyServer: Sendable {
     /// ends, with its access-log line, and waits up to `wait` for them to close. Returns how
     /// many it closed, and whether all of them closed in time.
     public func closeRemaining(wait: Duration) async -> (count: Int, closed: Bool) {
-        let closing = limiter.closeAdmitted()
+        let closing = limiter.closeAll()
         guard !closing.isEmpty else { return (0, true) }
         let closed = await completes(EventLoopFuture.andAllComplete(closing, on: channel.eventLoop), within: wait)
         return (closing.count, closed)
