@@ -78,7 +78,6 @@ final class LoopPool {
     /// The most recently used idle connection, or nil when none is open.
     func takeIdle() -> UpstreamConnection? {
         while let connection = idle.popLast() {
-            connection.handler.onIdleClose = nil
             if connection.channel.isActive { return connection }
         }
         return nil
@@ -100,9 +99,13 @@ final class LoopPool {
             connection.handler.close()
             return
         }
-        connection.handler.onIdleClose = { [weak self, weak connection] in
-            guard let self, let connection else { return }
-            self.idle.removeAll { $0 === connection }
+        if connection.handler.onIdleClose == nil {
+            // Set once per connection, not at every release: while the connection is in use it
+            // is not in `idle`, and removing it finds nothing.
+            connection.handler.onIdleClose = { [weak self, weak connection] in
+                guard let self, let connection else { return }
+                self.idle.removeAll { $0 === connection }
+            }
         }
         idle.append(connection)
     }

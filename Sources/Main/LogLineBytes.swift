@@ -137,6 +137,13 @@ enum LogLineBytes {
             rest /= 10
         } while rest > 0
         while line.count - start < minimumWidth { line.append(UInt8(ascii: "0")) }
-        line[start...].reverse()
+        // Reversed in place: `line[start...].reverse()` would copy the slice.
+        var low = start
+        var high = line.count - 1
+        while low < high {
+            line.swapAt(low, high)
+            low += 1
+            high -= 1
+        }
     }
 }
