@@ -20,6 +20,8 @@ protocol ClientEnd: AnyObject {
     func close()
     /// Takes more request bytes: a socket read, or on a stream the flow-control window for them.
     func read()
+    /// A timeout for this client's exchanges; `expired` runs on `eventLoop` when one passes.
+    func makeDeadline(expired: @escaping () -> Void) -> any ExchangeDeadline
 }
 
 /// An HTTP/1.1 connection: the handler's place in its pipeline.
@@ -56,5 +58,9 @@ final class PipelineEnd: ClientEnd {
 
     func read() {
         context.read()
+    }
+
+    func makeDeadline(expired: @escaping () -> Void) -> any ExchangeDeadline {
+        DeadlineTimer(eventLoop: context.eventLoop, expired: expired)
     }
 }

@@ -1,5 +1,17 @@
 import NIOCore
 
+/// A timeout that an exchange sets and clears (the wait for a response head): on an HTTP/1.1
+/// connection a `DeadlineTimer` of its own, on an HTTP/2 stream one its connection keeps for all
+/// of its streams.
+protocol ExchangeDeadline: AnyObject {
+    /// Expire `after` from now, replacing any deadline set before.
+    func set(after timeout: TimeAmount)
+    /// Forget the deadline.
+    func clear()
+    /// Forget the deadline for good: it will not expire, and lets go of what it would have run.
+    func cancel()
+}
+
 /// A timeout that many short waits in a row can share, for one channel's event loop.
 ///
 /// Cancelling a scheduled task costs the event loop a lock and a linear search of its timer
@@ -10,7 +22,7 @@ import NIOCore
 /// scheduled per timer, and at most one wake-up per timeout period is wasted.
 ///
 /// Only touched on `eventLoop`.
-final class DeadlineTimer {
+final class DeadlineTimer: ExchangeDeadline {
     private let eventLoop: any EventLoop
     private let expired: () -> Void
     private var deadline: NIODeadline?
@@ -24,7 +36,11 @@ final class DeadlineTimer {
 
     /// Expire `after` from now, replacing any deadline set before.
     func set(after timeout: TimeAmount) {
-        let deadline = NIODeadline.now() + timeout
+        set(at: .now() + timeout)
+    }
+
+    /// Expire at `deadline`, replacing any deadline set before.
+    func set(at deadline: NIODeadline) {
         self.deadline = deadline
         if let scheduled {
             guard scheduled.at > deadline else { return }

@@ -48,6 +48,13 @@ final class HTTP2StreamsHandler: ChannelInboundHandler {
     private var idleTimer: DeadlineTimer?
     /// Told of every frame `NIOHTTP2Handler` writes, its own GOAWAYs among them.
     let writtenFrames = WrittenFrameWatch()
+    /// One timer for the response-head deadlines of all the streams: a stream sets and clears
+    /// its deadline without scheduling and cancelling a task of the event loop's (a lock and a
+    /// linear search of its timer heap per cancel). It fires at the earliest deadline set,
+    /// expires the streams whose deadlines have passed and is set again for the next one.
+    private var deadlineTimer: DeadlineTimer?
+    /// When `deadlineTimer` is due, if it is set.
+    private var nextDeadline: NIODeadline?
 
     init(gateway: GatewayContext) {
         self.gateway = gateway
@@ -61,11 +68,14 @@ final class HTTP2StreamsHandler: ChannelInboundHandler {
         let timer = DeadlineTimer(eventLoop: context.eventLoop) { [weak self] in self?.closeIdle() }
         timer.set(after: gateway.requestHeadTimeout)
         idleTimer = timer
+        deadlineTimer = DeadlineTimer(eventLoop: context.eventLoop) { [weak self] in self?.expireDeadlines() }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
         idleTimer?.cancel()
         idleTimer = nil
+        deadlineTimer?.cancel()
+        deadlineTimer = nil
         closeAllStreams()
         self.context = nil
     }
@@ -85,6 +95,31 @@ final class HTTP2StreamsHandler: ChannelInboundHandler {
         context.writeAndFlush(wrapOutboundOut(goAway), promise: nil)
         let channel = context.channel
         context.eventLoop.assumeIsolated().scheduleTask(in: Self.idleCloseGrace) { channel.close(promise: nil) }
+    }
+
+    /// A stream's response-head deadline was set to `deadline`.
+    fileprivate func deadlineSet(_ deadline: NIODeadline) {
+        if let nextDeadline, nextDeadline <= deadline { return }
+        nextDeadline = deadline
+        deadlineTimer?.set(at: deadline)
+    }
+
+    private func expireDeadlines() {
+        nextDeadline = nil
+        let now = NIODeadline.now()
+        var expired: [StreamResponseDeadline] = []
+        var next: NIODeadline?
+        for stream in streams.values {
+            guard let deadline = stream.responseDeadline, let due = deadline.due else { continue }
+            if due <= now {
+                expired.append(deadline)
+            } else if next.map({ due < $0 }) ?? true {
+                next = due
+            }
+        }
+        if let next { deadlineSet(next) }
+        // After the walk: an expiry answers its stream, which may end it.
+        for deadline in expired { deadline.expire() }
     }
 
     // MARK: Frames from the client
@@ -536,5 +571,47 @@ final class HTTP2ClientStream: ClientEnd {
 
     func read() {
         connection.grantWindow(self)
+    }
+
+    /// The stream's response-head deadline, kept by its connection's one timer.
+    fileprivate var responseDeadline: StreamResponseDeadline?
+
+    func makeDeadline(expired: @escaping () -> Void) -> any ExchangeDeadline {
+        let deadline = StreamResponseDeadline(connection: connection, expired: expired)
+        responseDeadline = deadline
+        return deadline
+    }
+}
+
+/// A stream's deadline, expired by its connection's sweep (`HTTP2StreamsHandler.expireDeadlines`).
+final class StreamResponseDeadline: ExchangeDeadline {
+    private unowned let connection: HTTP2StreamsHandler
+    private var expired: (() -> Void)?
+    /// When it expires; nil when not set.
+    fileprivate private(set) var due: NIODeadline?
+
+    fileprivate init(connection: HTTP2StreamsHandler, expired: @escaping () -> Void) {
+        self.connection = connection
+        self.expired = expired
+    }
+
+    func set(after timeout: TimeAmount) {
+        let due = NIODeadline.now() + timeout
+        self.due = due
+        connection.deadlineSet(due)
+    }
+
+    func clear() {
+        due = nil
+    }
+
+    func cancel() {
+        due = nil
+        expired = nil
+    }
+
+    fileprivate func expire() {
+        due = nil
+        expired?()
     }
 }

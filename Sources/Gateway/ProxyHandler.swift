@@ -147,7 +147,7 @@ final class ProxyHandler: ChannelDuplexHandler {
     /// on an HTTP/2 stream, which exists because its head arrived and ends with its response.
     private var idleTimer: DeadlineTimer?
     /// Fails an exchange whose request was sent but whose response head is late.
-    private var responseTimer: DeadlineTimer?
+    private var responseTimer: (any ExchangeDeadline)?
     private var clientAddress: String?
 
     init(gateway: GatewayContext, clientSplice: SpliceHandler?) {
@@ -180,7 +180,7 @@ final class ProxyHandler: ChannelDuplexHandler {
                 self.client?.close()
             }
         }
-        responseTimer = DeadlineTimer(eventLoop: client.eventLoop) { [weak self] in
+        responseTimer = client.makeDeadline { [weak self] in
             guard let self, case .forwarding(let exchange, let upstream) = self.state, !exchange.responseStarted
             else { return }
             upstream.handler.close()
