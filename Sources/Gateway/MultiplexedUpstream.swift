@@ -234,7 +234,13 @@ extension ProxyHandler {
     /// log. These go to the API server as HTTP/2 streams where it offers HTTP/2.
     static func isLongRunning(_ head: HTTPRequestHead) -> Bool {
         guard head.method == .GET else { return false }
-        let target = head.uri.utf8[...]
+        // Walked over the target's contiguous bytes: every request passes here, and the same
+        // walk over a `String.UTF8View` cost about 2 % of a request's instructions.
+        var uri = head.uri
+        return uri.withUTF8 { isLongRunning(target: $0[...]) }
+    }
+
+    private static func isLongRunning(target: Slice<UnsafeBufferPointer<UInt8>>) -> Bool {
         let question = target.firstIndex(of: UInt8(ascii: "?")) ?? target.endIndex
         let path = target[..<question]
         if isWatchPath(path) { return true }
@@ -255,7 +261,7 @@ extension ProxyHandler {
     }
 
     /// `/api/v1/watch/...` or `/apis/<group>/<version>/watch/...`.
-    private static func isWatchPath(_ path: Substring.UTF8View.SubSequence) -> Bool {
+    private static func isWatchPath(_ path: Slice<UnsafeBufferPointer<UInt8>>) -> Bool {
         var rest = path.dropFirst()
         var segment = 0
         var watchSegment = -1
