@@ -1,5 +1,13 @@
 import NIOHTTP1
 
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
 /// The bearer token of an `Authorization` header, read as kube-apiserver's bearer-token
 /// authenticator reads it: white space trimmed, split on single spaces, scheme `Bearer` in any
 /// case, the second field is the token. Stricter in one way: several `Authorization` headers
@@ -41,15 +49,23 @@ enum BearerToken {
         guard let schemeEnd = bytes.firstIndex(of: UInt8(ascii: " ")) else { return .missing }
         guard isBearer(bytes[bytes.startIndex..<schemeEnd]) else { return .missing }
         let tokenStart = bytes.index(after: schemeEnd)
-        // The token is a kilobyte or so: search its contiguous bytes, not index by index.
+        // The token is a kilobyte or so: its contiguous bytes are searched with memchr, not
+        // index by index (a byte loop was 1.5 % of a request's instructions).
         let rest = bytes[tokenStart...]
         let tokenEnd =
             rest.withContiguousStorageIfAvailable { buffer in
-                buffer.firstIndex(of: UInt8(ascii: " ")).map { bytes.index(tokenStart, offsetBy: $0) }
-                    ?? bytes.endIndex
+                firstSpace(in: buffer).map { bytes.index(tokenStart, offsetBy: $0) } ?? bytes.endIndex
             } ?? rest.firstIndex(of: UInt8(ascii: " ")) ?? bytes.endIndex
         guard tokenStart < tokenEnd else { return .missing }
         return .token(String(trimmed[tokenStart..<tokenEnd]))
+    }
+
+    /// The offset of the first space in `buffer`, if there is one.
+    private static func firstSpace(in buffer: UnsafeBufferPointer<UInt8>) -> Int? {
+        guard let base = buffer.baseAddress, let found = memchr(base, Int32(UInt8(ascii: " ")), buffer.count) else {
+            return nil
+        }
+        return UnsafeRawPointer(found) - UnsafeRawPointer(base)
     }
 
     /// A printable ASCII byte other than the space: neither white space nor part of a
