@@ -25,7 +25,8 @@ protocol ExchangeDeadline: AnyObject {
 final class DeadlineTimer: ExchangeDeadline {
     private let eventLoop: any EventLoop
     private let expired: () -> Void
-    private var deadline: NIODeadline?
+    /// When it expires; nil when no deadline is set (or it has expired).
+    private(set) var deadline: NIODeadline?
     private var scheduled: (task: Scheduled<Void>, at: NIODeadline)?
 
     /// `expired` runs on the event loop once a set deadline passes without being cleared first.

@@ -53,8 +53,6 @@ final class HTTP2StreamsHandler: ChannelInboundHandler {
     /// linear search of its timer heap per cancel). It fires at the earliest deadline set,
     /// expires the streams whose deadlines have passed and is set again for the next one.
     private var deadlineTimer: DeadlineTimer?
-    /// When `deadlineTimer` is due, if it is set.
-    private var nextDeadline: NIODeadline?
 
     init(gateway: GatewayContext) {
         self.gateway = gateway
@@ -99,13 +97,13 @@ final class HTTP2StreamsHandler: ChannelInboundHandler {
 
     /// A stream's response-head deadline was set to `deadline`.
     fileprivate func deadlineSet(_ deadline: NIODeadline) {
-        if let nextDeadline, nextDeadline <= deadline { return }
-        nextDeadline = deadline
-        deadlineTimer?.set(at: deadline)
+        guard let deadlineTimer else { return }
+        if let due = deadlineTimer.deadline, due <= deadline { return }
+        deadlineTimer.set(at: deadline)
     }
 
+    /// The timer expired (it holds no deadline now).
     private func expireDeadlines() {
-        nextDeadline = nil
         let now = NIODeadline.now()
         var expired: [StreamResponseDeadline] = []
         var next: NIODeadline?
