@@ -247,7 +247,7 @@ final class LoopPool {
         let configuration = credentials.configuration
         return ClientBootstrap(group: eventLoop)
             .connectTimeout(connectTimeout)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .keepAlive(periodSeconds: TCPKeepAlive.upstreamPeriodSeconds)
             .channelOption(.allowRemoteHalfClosure, value: true)
             .channelInitializer { channel in

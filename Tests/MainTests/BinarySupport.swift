@@ -61,12 +61,30 @@ enum ProxyBinary {
             standardError: String(decoding: errorData, as: UTF8.self))
     }
 
-    /// Starts the binary in the background; its standard error goes to `log`.
-    static func start(_ arguments: [String], log: URL) throws -> Process {
+    /// The user the container image runs as (the Dockerfile's `USER 65532:65532`).
+    static let containerUser = 65532
+
+    /// Starts the binary in the background; its standard error goes to `log`. With
+    /// `unprivilegedCopyIn`, it runs as `containerUser` from a copy in that directory (which that
+    /// user can reach wherever the build is): when the tests run as root, through `setpriv`.
+    static func start(_ arguments: [String], log: URL, unprivilegedCopyIn directory: URL? = nil) throws -> Process {
         _ = FileManager.default.createFile(atPath: log.path, contents: nil)
         let process = Process()
         process.executableURL = url
         process.arguments = arguments
+        if let directory, getuid() == 0 {
+            let copy = directory.appendingPathComponent("kube-impersonate-proxy")
+            try FileManager.default.copyItem(at: url, to: copy)
+            for path in [directory.path, copy.path] {
+                try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: path)
+            }
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
+            process.arguments =
+                [
+                    "--reuid=\(containerUser)", "--regid=\(containerUser)", "--clear-groups", "--inh-caps=-all",
+                    "--bounding-set=-all", copy.path,
+                ] + arguments
+        }
         process.environment = baseEnvironment
         let handle = try FileHandle(forWritingTo: log)
         process.standardError = handle

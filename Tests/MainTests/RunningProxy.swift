@@ -17,7 +17,8 @@ final class RunningProxy: Sendable {
     /// Starts the proxy with a config file made by `configYAML` at `configPath`, or where
     /// `configAt` puts it (a ConfigMap-style layout); or, with `flagsOnly`, the seed's flags.
     private static func start(
-        configAt: ((URL, String) throws -> String)?, groupsPrefix: String, flagsOnly: Bool, upstreamHTTP2: Bool
+        configAt: ((URL, String) throws -> String)?, groupsPrefix: String, flagsOnly: Bool, upstreamHTTP2: Bool,
+        unprivileged: Bool
     ) async throws -> RunningProxy {
         let issuer = try await StandInIssuer()
         let api = try await StandInAPIServer(http2: upstreamHTTP2)
@@ -49,20 +50,24 @@ final class RunningProxy: Sendable {
             "--kubeconfig", directory.appendingPathComponent("kubeconfig").path, "--listen-addr=127.0.0.1:\(port)",
             "--v=2",
         ]
-        let process = try ProxyBinary.start(arguments, log: directory.appendingPathComponent("proxy.log"))
+        let process = try ProxyBinary.start(
+            arguments, log: directory.appendingPathComponent("proxy.log"),
+            unprivilegedCopyIn: unprivileged ? directory : nil)
         let proxy = RunningProxy(issuer: issuer, api: api, directory: directory, port: port, process: process)
         try await proxy.waitUntilReady()
         return proxy
     }
 
     /// Starts a proxy (as `start` does), runs `body` with it, and stops it whatever happens.
-    /// With `upstreamHTTP2`, the stand-in API server offers HTTP/2 as kube-apiserver does.
+    /// With `upstreamHTTP2`, the stand-in API server offers HTTP/2 as kube-apiserver does; with
+    /// `unprivileged`, the proxy runs as the container image's user (see `ProxyBinary.start`).
     static func run(
         configAt: ((URL, String) throws -> String)? = nil, groupsPrefix: String = "v1:", flagsOnly: Bool = false,
-        upstreamHTTP2: Bool = false, _ body: (RunningProxy) async throws -> Void
+        upstreamHTTP2: Bool = false, unprivileged: Bool = false, _ body: (RunningProxy) async throws -> Void
     ) async throws {
         let proxy = try await start(
-            configAt: configAt, groupsPrefix: groupsPrefix, flagsOnly: flagsOnly, upstreamHTTP2: upstreamHTTP2)
+            configAt: configAt, groupsPrefix: groupsPrefix, flagsOnly: flagsOnly, upstreamHTTP2: upstreamHTTP2,
+            unprivileged: unprivileged)
         do {
             try await body(proxy)
         } catch {
