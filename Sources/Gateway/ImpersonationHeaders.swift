@@ -37,9 +37,14 @@ enum ImpersonationHeaders {
         authority: String, upgrade: Bool = false
     ) -> HTTPRequestHead {
         let connectionTokens = connectionOptions(client.headers)
-        var headers = HTTPHeaders()
-        headers.reserveCapacity(client.headers.count + 4 + identity.groups.count)
-        headers.add(name: "Host", value: authority)
+        // Collected as fields and made into `HTTPHeaders` once: `HTTPHeaders.add` checks each
+        // name for non-ASCII bytes (and traps on one) and for `Connection`, some 400
+        // instructions a header. The names here come from parsers that accept only tokens, and
+        // the outbound validators still check every name and value before they are written,
+        // failing the write instead of trapping.
+        var headers: [(String, String)] = []
+        headers.reserveCapacity(client.headers.count + 5 + identity.groups.count)
+        headers.append(("Host", authority))
         var chunked = false
         for (name, value) in client.headers {
             if ASCIICaseInsensitive.equals(name, "transfer-encoding") {
@@ -53,22 +58,23 @@ enum ImpersonationHeaders {
             {
                 continue
             }
-            headers.add(name: name, value: value)
+            headers.append((name, value))
         }
         // The body was de-chunked by the decoder; keep its framing for the re-encoder.
         if chunked {
-            headers.add(name: "Transfer-Encoding", value: "chunked")
+            headers.append(("Transfer-Encoding", "chunked"))
         }
         if upgrade {
-            for value in client.headers["upgrade"] { headers.add(name: "Upgrade", value: value) }
-            headers.add(name: "Connection", value: "Upgrade")
+            for value in client.headers["upgrade"] { headers.append(("Upgrade", value)) }
+            headers.append(("Connection", "Upgrade"))
         }
-        if let authorization { headers.add(name: "Authorization", value: authorization) }
-        headers.add(name: "Impersonate-User", value: identity.username)
-        for group in identity.groups { headers.add(name: "Impersonate-Group", value: group) }
-        if let uid = identity.uid { headers.add(name: "Impersonate-Uid", value: uid) }
-        if let clientAddress { headers.add(name: "X-Forwarded-For", value: clientAddress) }
-        return HTTPRequestHead(version: .http1_1, method: client.method, uri: client.uri, headers: headers)
+        if let authorization { headers.append(("Authorization", authorization)) }
+        headers.append(("Impersonate-User", identity.username))
+        for group in identity.groups { headers.append(("Impersonate-Group", group)) }
+        if let uid = identity.uid { headers.append(("Impersonate-Uid", uid)) }
+        if let clientAddress { headers.append(("X-Forwarded-For", clientAddress)) }
+        return HTTPRequestHead(
+            version: .http1_1, method: client.method, uri: client.uri, headers: HTTPHeaders(headers))
     }
 
     /// Whether `head` asks to switch protocols (`Connection: Upgrade` with an `Upgrade` header).
@@ -81,8 +87,9 @@ enum ImpersonationHeaders {
     /// a `101` keeps its `Upgrade` and says `Connection: Upgrade`.
     static func clientResponseHeaders(_ upstream: HTTPHeaders, switchingProtocols: Bool = false) -> HTTPHeaders {
         let connectionTokens = connectionOptions(upstream)
-        var headers = HTTPHeaders()
-        headers.reserveCapacity(upstream.count)
+        // Fields made into `HTTPHeaders` once, as in `upstreamHead`.
+        var headers: [(String, String)] = []
+        headers.reserveCapacity(upstream.count + 2)
         var chunked = false
         for (name, value) in upstream {
             if ASCIICaseInsensitive.equals(name, "transfer-encoding") {
@@ -91,16 +98,16 @@ enum ImpersonationHeaders {
             if isHopByHop(name) || connectionTokens.contains(where: { ASCIICaseInsensitive.equals(name, $0) }) {
                 continue
             }
-            headers.add(name: name, value: value)
+            headers.append((name, value))
         }
         if chunked {
-            headers.add(name: "Transfer-Encoding", value: "chunked")
+            headers.append(("Transfer-Encoding", "chunked"))
         }
         if switchingProtocols {
-            for value in upstream["upgrade"] { headers.add(name: "Upgrade", value: value) }
-            headers.add(name: "Connection", value: "Upgrade")
+            for value in upstream["upgrade"] { headers.append(("Upgrade", value)) }
+            headers.append(("Connection", "Upgrade"))
         }
-        return headers
+        return HTTPHeaders(headers)
     }
 
     /// The header names `Connection` headers list that are not hop-by-hop already (so the usual
