@@ -66,19 +66,42 @@ final class MultiplexedUpstream {
         onStreamClosed?()
     }
 
-    /// The settings this side announces: no server push, and response heads as large as the
-    /// HTTP/1.1 decoder takes. NIO remembers the streams it reset so that frames still on the
-    /// way for them are dropped; past that many, such a frame is a connection error that ends
-    /// every watch on the connection, and this proxy resets a stream for every client that
-    /// leaves its watch, so it remembers as many as any server's stream limit.
+    /// How much of a stream's response the API server may send ahead of the proxy reading it:
+    /// kube-apiserver's own receive window per stream (256 KiB, its 99th percentile of a
+    /// request body). It bounds what a stream whose client reads slowly holds here. HTTP/2's
+    /// default, 64 KiB, capped every watch and `logs -f` at 64 KiB per round trip to the API
+    /// server.
+    static let streamWindowBytes = 256 * 1024
+
+    /// The connection's window, as kube-apiserver sizes its own: the stream window times 100
+    /// streams (its default stream limit). NIO opens it again as frames arrive, whether or
+    /// not their streams read them, so it limits only what is in flight. HTTP/2's default
+    /// (64 KiB) was shared by every stream of the connection.
+    static let connectionWindowBytes = streamWindowBytes * 100
+
+    /// The settings this side announces: no server push, response heads as large as the
+    /// HTTP/1.1 decoder takes, and the stream window. NIO remembers the streams it reset so
+    /// that frames still on the way for them are dropped; past that many, such a frame is a
+    /// connection error that ends every watch on the connection, and this proxy resets a
+    /// stream for every client that leaves its watch, so it remembers as many as any server's
+    /// stream limit.
     static var connectionConfiguration: NIOHTTP2Handler.ConnectionConfiguration {
         var configuration = NIOHTTP2Handler.ConnectionConfiguration()
         configuration.initialSettings = [
             HTTP2Setting(parameter: .enablePush, value: 0),
             HTTP2Setting(parameter: .maxConcurrentStreams, value: 0),
             HTTP2Setting(parameter: .maxHeaderListSize, value: ProxyServer.maximumHeaderBytes),
+            HTTP2Setting(parameter: .initialWindowSize, value: streamWindowBytes),
         ]
+        configuration.targetWindowSize = connectionWindowBytes
         configuration.maximumRecentlyResetStreams = 4096
+        return configuration
+    }
+
+    /// Each stream keeps its window at `streamWindowBytes` as the proxy reads.
+    static var streamConfiguration: NIOHTTP2Handler.StreamConfiguration {
+        var configuration = NIOHTTP2Handler.StreamConfiguration()
+        configuration.targetWindowSize = streamWindowBytes
         return configuration
     }
 }
@@ -114,7 +137,7 @@ final class UpstreamProtocolNegotiation: ChannelInboundHandler, RemovableChannel
             if chosen == "h2" {
                 let multiplexer = try pipeline.configureHTTP2Pipeline(
                     mode: .client, connectionConfiguration: MultiplexedUpstream.connectionConfiguration,
-                    streamConfiguration: .init(),
+                    streamConfiguration: MultiplexedUpstream.streamConfiguration,
                     inboundStreamInitializer: { stream in stream.close() })
                 let connection = MultiplexedUpstream(channel: context.channel, multiplexer: multiplexer)
                 try pipeline.addHandler(MultiplexedUpstreamHandler(connection: connection, negotiated: negotiated))

@@ -86,9 +86,11 @@ public final class StandInAPIServer: Sendable {
             recordForward: { forward in state.withLockedValue { $0.forwards.append(forward) } },
             tunnelsPortForward: { state.withLockedValue { !$0.refusesTunnelledPortForward } })
         let upgraders: TestHTTPServer.Upgraders = { StandInUpgrades.makeUpgraders(hooks: hooks) }
+        let flowControl = NIOLockedValueBox(HTTP2FlowControlLog())
+        self.flowControl = flowControl
         self.server = try await TestHTTPServer.start(
             tls: try identity.serverTLSConfiguration(), port: port, http2: http2,
-            http2MaximumStreams: http2MaximumStreams,
+            http2MaximumStreams: http2MaximumStreams, http2FlowControl: flowControl,
             upgraders: upgraders
         ) { request, writer in
             StandInAPIServer.handle(request, writer, state: state, expectedToken: expectedToken)
@@ -97,6 +99,10 @@ public final class StandInAPIServer: Sendable {
 
     /// Every request received so far (the introspection path excluded).
     public var requests: [ReceivedRequest] { state.withLockedValue { $0.requests } }
+
+    /// The flow-control frames the HTTP/2 connections' clients (the proxy) sent.
+    public var http2FlowControl: HTTP2FlowControlLog { flowControl.withLockedValue { $0 } }
+    private let flowControl: NIOLockedValueBox<HTTP2FlowControlLog>
 
     /// The exec and attach sessions that ended: each command, the stdin it received, and the
     /// protocol that carried it (`v5.channel.k8s.io`, `SPDY/3.1 v4.channel.k8s.io`, ...).

@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOHTTP2
@@ -106,9 +107,11 @@ public final class TestHTTPServer: Sendable {
     ///   - http2: offer HTTP/2 by ALPN (with TLS), as kube-apiserver does; each stream is one
     ///     request, and upgrades stay on HTTP/1.1.
     ///   - http2MaximumStreams: the SETTINGS_MAX_CONCURRENT_STREAMS it announces.
+    ///   - http2FlowControl: where to record the flow-control frames HTTP/2 clients send.
     public static func start(
         tls: TLSConfiguration?, port: Int = 0, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
-        http2: Bool = false, http2MaximumStreams: Int = 100, upgraders: Upgraders? = nil,
+        http2: Bool = false, http2MaximumStreams: Int = 100,
+        http2FlowControl: NIOLockedValueBox<HTTP2FlowControlLog>? = nil, upgraders: Upgraders? = nil,
         handler: @escaping Handler
     ) async throws -> TestHTTPServer {
         let connectionConfiguration = {
@@ -145,6 +148,10 @@ public final class TestHTTPServer: Sendable {
                         h2ChannelConfigurator: { channel in
                             let connection = CollectingHandler.nextConnection.add(1, ordering: .relaxed).newValue
                             return channel.eventLoop.makeCompletedFuture {
+                                if let http2FlowControl {
+                                    try channel.pipeline.syncOperations.addHandler(
+                                        HTTP2FlowControlRecorder(log: http2FlowControl))
+                                }
                                 _ = try channel.pipeline.syncOperations.configureHTTP2Pipeline(
                                     mode: .server, connectionConfiguration: connectionConfiguration,
                                     streamConfiguration: streamConfiguration

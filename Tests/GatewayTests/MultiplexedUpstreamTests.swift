@@ -44,6 +44,31 @@ struct MultiplexedUpstreamTests {
             await watch.close()
         }
     }
+
+    @Test(
+        "the API server may send 256 KiB of each stream and 25 MiB of the connection ahead of the proxy's reads, as kube-apiserver allows its clients"
+    )
+    func flowControlWindows() async throws {
+        try await ProxyHarness.run(Self.http2) { harness in
+            let watch = try await Self.openWatch(harness)
+            #expect(try await watch.wait { $0.text.contains("ADDED") }, "got: \(watch.text)")
+            let log = { harness.api.http2FlowControl }
+            // The stream window: announced in the first SETTINGS, so every stream starts with it.
+            let streamWindows = log().settings.map { settings in
+                settings.last { $0.identifier == HTTP2FlowControlLog.initialWindowSize }?.value
+            }
+            #expect(streamWindows == [UInt32(256 * 1024)])
+            // The connection window starts at HTTP/2's 65 535 bytes; the first DATA frame brings
+            // it up to the target (the increment also gives back what that frame took).
+            let target = MultiplexedUpstream.connectionWindowBytes
+            #expect(target == 256 * 1024 * 100)
+            #expect(
+                try await eventually {
+                    log().connectionWindowIncrements.map { (target...target + 65_535).contains(65_535 + $0) } == [true]
+                }, "connection window increments: \(log().connectionWindowIncrements)")
+            await watch.close()
+        }
+    }
 }
 
 extension MultiplexedUpstreamTests {
