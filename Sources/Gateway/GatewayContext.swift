@@ -14,9 +14,16 @@ public struct GatewayContext: Sendable {
     public var metrics: ProxyMetrics
     /// How long the API server may take to start answering a forwarded request.
     public var responseHeadTimeout: TimeAmount
-    /// How long a client connection may wait between requests, or take to send a request's
-    /// head: slow or idle clients are cut off, and cannot pin connections forever.
+    /// How long a new client connection may take to send its first request head (or, over
+    /// HTTP/2, to open its first stream): slow or silent clients are cut off, and cannot pin
+    /// connections forever.
     public var requestHeadTimeout: TimeAmount
+    /// How long a client connection may wait for its next request once a response has ended
+    /// (HTTP/2: once its last stream has), as kube-apiserver's `IdleTimeout`. Longer than the
+    /// 60 s idle timeouts of the load balancers and Ingress controllers that keep connections
+    /// to the proxy (AWS ALB, ingress-nginx): at equal timeouts, a balancer reuses a connection
+    /// the proxy is closing and answers 502.
+    public var idleTimeout: TimeAmount = .seconds(90)
     /// Client connections beyond this many at once are closed as soon as they are accepted.
     public var maximumConnections: Int
     /// An upgraded (spliced) session with no bytes either way for this long is closed; nil (the

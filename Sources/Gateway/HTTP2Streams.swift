@@ -43,8 +43,8 @@ final class HTTP2StreamsHandler: ChannelInboundHandler {
     /// The server is draining: GOAWAY is sent, and the connection closes once its streams end.
     private var quiescing = false
     /// Runs while the connection has no stream: when it expires, the connection is closed with
-    /// GOAWAY, as a silent HTTP/1.1 connection is closed after the request-head timeout
-    /// (kube-apiserver closes an HTTP/2 connection idle for 90 s).
+    /// GOAWAY. As over HTTP/1.1, the first stream must come within the request-head timeout,
+    /// and a later one within the idle timeout (kube-apiserver's, 90 s).
     private var idleTimer: DeadlineTimer?
     /// Told of every frame `NIOHTTP2Handler` writes, its own GOAWAYs among them.
     let writtenFrames = WrittenFrameWatch()
@@ -219,7 +219,7 @@ final class HTTP2StreamsHandler: ChannelInboundHandler {
             // Reset by the client (a cancelled watch) or failed: give up its exchange.
             if !stream.responseEnded { stream.proxy.clientClosed() }
             stream.proxy.detach()
-            if streams.isEmpty && !quiescing { idleTimer?.set(after: gateway.requestHeadTimeout) }
+            if streams.isEmpty && !quiescing { idleTimer?.set(after: gateway.idleTimeout) }
             if quiescing && streams.isEmpty {
                 // Closed from the next tick: this event comes from within the write of the
                 // stream's last frame, which the close would otherwise throw away unsent.

@@ -186,7 +186,7 @@ final class ProxyHandler: ChannelDuplexHandler {
             upstream.handler.close()
             self.upstreamFailed(exchange, .timedOut)
         }
-        armIdleTimeout()
+        idleTimer?.set(after: gateway.requestHeadTimeout)
     }
 
     /// The context refers to this handler and this handler to the context: letting go of it
@@ -205,9 +205,10 @@ final class ProxyHandler: ChannelDuplexHandler {
         client = nil
     }
 
-    /// Starts the wait for the next request head; a head (or the connection's end) stops it.
+    /// Starts the wait for the next request head after a response; a head (or the connection's
+    /// end) stops it.
     private func armIdleTimeout() {
-        idleTimer?.set(after: gateway.requestHeadTimeout)
+        idleTimer?.set(after: gateway.idleTimeout)
     }
 
     // MARK: Client → proxy

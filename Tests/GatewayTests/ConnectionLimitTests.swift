@@ -32,10 +32,13 @@ struct ConnectionLimitTests {
         }
     }
 
-    @Test("an HTTP/2 connection without a stream is closed after the request-head timeout, with GOAWAY")
+    @Test(
+        "an HTTP/2 connection without a stream is closed with GOAWAY: after the request-head timeout before its first stream, after the idle timeout once its streams ended"
+    )
     func idleHTTP2ConnectionClosed() async throws {
         var options = ProxyHarness.Options.servingTLS
         options.requestHeadTimeout = .milliseconds(500)
+        options.idleTimeout = .milliseconds(2500)
         try await ProxyHarness.run(options) { harness in
             // No stream at all, then one stream answered and nothing after it.
             let client = try await FrameLevelHTTP2Client.connect(harness, settings: nioDefaultSettings)
@@ -47,6 +50,13 @@ struct ConnectionLimitTests {
                 ":method": "GET", ":scheme": "https", ":path": "/healthz", ":authority": "127.0.0.1",
             ]
             try await used.send(HTTP2Frame(streamID: 1, payload: .headers(.init(headers: block, endStream: true))))
+            // Answered: the idle timeout runs now, not the request-head timeout.
+            #expect(try await eventually(timeout: .seconds(5)) { used.frames.contains { $0.streamID == 1 } })
+            try await Task.sleep(for: .milliseconds(900))
+            let goAwayEarly = used.frames.contains {
+                if case .goAway = $0.payload { return true } else { return false }
+            }
+            #expect(!goAwayEarly, "GOAWAY after the request-head timeout, not the idle timeout")
             #expect(try await eventually(timeout: .seconds(5)) { !used.channel.isActive })
             let status = used.frames.lazy.compactMap { frame -> String? in
                 if case .headers(let headers) = frame.payload { return headers.headers.first(name: ":status") }
@@ -74,15 +84,25 @@ struct ConnectionLimitTests {
         }
     }
 
-    @Test("a keep-alive connection idle after a response is closed after the timeout")
+    @Test(
+        "a keep-alive connection waits the idle timeout (kube-apiserver's 90 s), not the request-head timeout, for its next request, then is closed"
+    )
     func idleAfterResponse() async throws {
         var options = ProxyHarness.Options()
-        options.requestHeadTimeout = .seconds(2)
+        options.requestHeadTimeout = .milliseconds(300)
+        options.idleTimeout = .seconds(2)
         try await ProxyHarness.run(options) { harness in
             let connection = try await RawConnection.connect(port: harness.port)
-            try await connection.send("GET /healthz HTTP/1.1\r\nHost: p\r\n\r\n")
-            #expect(try await connection.wait { $0.text.hasSuffix("ok") }, "got: \(connection.text)")
-            #expect(!connection.peerFinished)
+            for round in 1...2 {
+                try await connection.send("GET /healthz HTTP/1.1\r\nHost: p\r\n\r\n")
+                #expect(
+                    try await connection.wait { $0.text.ranges(of: "HTTP/1.1 200").count == round },
+                    "got: \(connection.text)")
+                // Longer than the request-head timeout: a load balancer reusing the connection now
+                // must find it open.
+                try await Task.sleep(for: .milliseconds(700))
+                #expect(!connection.peerFinished, "closed after the request-head timeout, in round \(round)")
+            }
             #expect(try await connection.wait(timeout: .seconds(10)) { $0.peerFinished })
         }
     }

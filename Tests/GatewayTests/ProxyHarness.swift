@@ -63,6 +63,7 @@ struct ProxyHarness {
         var allowReservedIdentities = false
         var responseHeadTimeout: TimeAmount = .seconds(30)
         var requestHeadTimeout: TimeAmount = .seconds(60)
+        var idleTimeout: TimeAmount = .seconds(90)
         var maximumConnections = 10_000
         var upgradeIdleTimeout: TimeAmount?
         /// Serve HTTPS (h2 and http/1.1 by ALPN) with a certificate made for the test.
@@ -128,6 +129,7 @@ struct ProxyHarness {
             requestHeadTimeout: options.requestHeadTimeout, maximumConnections: options.maximumConnections,
             reloadStatus: reloadStatus, metrics: metrics)
         gateway.upgradeIdleTimeout = options.upgradeIdleTimeout
+        gateway.idleTimeout = options.idleTimeout
         var serving: ServingFiles?
         var clientConfiguration = HTTPClient.Configuration()
         if options.serveTLS {
