@@ -62,7 +62,7 @@ final class HTTP2StreamsHandler: ChannelInboundHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        clientAddress = context.channel.remoteAddress?.ipAddress
+        clientAddress = context.channel.remoteAddress?.clientIPAddress
         let timer = DeadlineTimer(eventLoop: context.eventLoop) { [weak self] in self?.closeIdle() }
         timer.set(after: gateway.requestHeadTimeout)
         idleTimer = timer

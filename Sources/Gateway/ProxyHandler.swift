@@ -164,7 +164,7 @@ final class ProxyHandler: ChannelDuplexHandler {
     static let liveInstances = Atomic<Int>(0)
 
     func handlerAdded(context: ChannelHandlerContext) {
-        start(serving: PipelineEnd(context), clientAddress: context.channel.remoteAddress?.ipAddress)
+        start(serving: PipelineEnd(context), clientAddress: context.channel.remoteAddress?.clientIPAddress)
     }
 
     /// Starts serving `client`: an HTTP/1.1 connection (from `handlerAdded`), or an HTTP/2

@@ -4,6 +4,8 @@ import NIOCore
 import Testbed
 import Testing
 
+@testable import Gateway
+
 @Suite("Forwarding an authenticated request")
 struct ProxyForwardingTests {
     @Test("a valid token reaches the API server and its answer comes back unchanged")
@@ -35,6 +37,32 @@ struct ProxyForwardingTests {
             #expect(request.values("Accept") == ["application/json"])
             #expect(!request.headers.contains { $0.value.contains(token) })
         }
+    }
+
+    @Test(
+        "on the default listener (every address, dual-stack) an IPv4 client is 127.0.0.1 upstream and in the access log, not ::ffff:127.0.0.1",
+        arguments: [false, true])
+    func ipv4ClientOnDualStackListener(overTLS: Bool) async throws {
+        var options = overTLS ? ProxyHarness.Options.servingTLS : ProxyHarness.Options()
+        options.listenHost = ""
+        try await ProxyHarness.run(options) { harness in
+            let response = try await harness.get("/api/v1/namespaces", token: try harness.issuer.mint())
+            #expect(response.status == 200)
+            let request = try #require(harness.api.requests.first)
+            #expect(request.values("X-Forwarded-For") == ["127.0.0.1"])
+            #expect(harness.logs.accessLines.map { $0.metadata["client"] } == ["127.0.0.1"])
+        }
+    }
+
+    @Test(
+        "an IPv4-mapped peer is written as IPv4; IPv6 and IPv4 peers as they are",
+        arguments: [
+            ("::ffff:10.1.2.3", "10.1.2.3"), ("::FFFF:192.0.2.1", "192.0.2.1"), ("::1", "::1"),
+            ("2001:db8::1", "2001:db8::1"), ("::ffff:1:2:3", "::ffff:1:2:3"), ("::ffff:0:1", "0.0.0.1"),
+            ("10.0.0.1", "10.0.0.1"),
+        ])
+    func clientIPAddress(peer: String, written: String) throws {
+        #expect(try SocketAddress(ipAddress: peer, port: 443).clientIPAddress == written)
     }
 
     @Test(

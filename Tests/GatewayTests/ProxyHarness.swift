@@ -64,6 +64,8 @@ struct ProxyHarness {
         var responseHeadTimeout: TimeAmount = .seconds(30)
         var requestHeadTimeout: TimeAmount = .seconds(60)
         var idleTimeout: TimeAmount = .seconds(90)
+        /// The listener's host; "" listens on every address, as the default `:8080` does.
+        var listenHost = "127.0.0.1"
         var maximumConnections = 10_000
         var upgradeIdleTimeout: TimeAmount?
         /// Serve HTTPS (h2 and http/1.1 by ALPN) with a certificate made for the test.
@@ -105,7 +107,7 @@ struct ProxyHarness {
                     certificateAuthorityPEM: extra.certificateAuthority.certificatePEM, name: "extra-\(index)"))
         }
         let configuration = ProxyConfiguration(
-            listenAddress: ListenAddress(host: "127.0.0.1", port: 0), metricsAddress: nil,
+            listenAddress: ListenAddress(host: options.listenHost, port: 0), metricsAddress: nil,
             issuers: [issuerConfiguration] + extraConfigurations,
             allowReservedIdentities: options.allowReservedIdentities, readiness: options.readiness)
         let logs = LogCapture()
