@@ -193,13 +193,6 @@ enum ConfigurationValidator {
             try parseHTTPSServer(server.value, path: server.origin)
         }) == nil {
             valid = false
-        } else if let components = URLComponents(string: server.value),
-            !(components.path.isEmpty || components.path == "/") || components.query != nil
-                || components.user != nil
-        {
-            problems.add(
-                server.origin, "\"\(server.value)\": give only https://host[:port], without a path, query or user")
-            valid = false
         }
         guard let tokenFile = upstream.tokenFile, !tokenFile.value.isEmpty else {
             problems.add(

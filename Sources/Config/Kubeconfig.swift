@@ -14,6 +14,7 @@ struct Kubeconfig: Decodable {
         var certificateAuthorityData: String?
         var insecureSkipTLSVerify: Bool?
         var tlsServerName: String?
+        var proxyURL: String?
 
         enum CodingKeys: String, CodingKey {
             case server
@@ -21,6 +22,7 @@ struct Kubeconfig: Decodable {
             case certificateAuthorityData = "certificate-authority-data"
             case insecureSkipTLSVerify = "insecure-skip-tls-verify"
             case tlsServerName = "tls-server-name"
+            case proxyURL = "proxy-url"
         }
     }
     struct NamedUser: Decodable {
@@ -107,6 +109,12 @@ extension UpstreamConfiguration {
             throw ConfigurationError(file, "cluster \"\(context.cluster)\" has no server")
         }
         let (host, port) = try parseHTTPSServer(server, path: "\(file): clusters[\(context.cluster)].server")
+        if let proxyURL = cluster.proxyURL, !proxyURL.isEmpty {
+            throw ConfigurationError(
+                "\(file): clusters[\(context.cluster)].proxy-url",
+                "is not supported: the proxy connects to the API server directly; give it a kubeconfig without proxy-url"
+            )
+        }
 
         var caPEM: String?
         if let data = cluster.certificateAuthorityData {
@@ -166,12 +174,18 @@ extension UpstreamConfiguration {
     }
 }
 
-/// Splits `https://host[:port][/]` into host and port (default 443).
+/// Splits `https://host[:port][/]` into host and port (default 443). A path (Rancher's
+/// `https://rancher/k8s/clusters/c-1`), a query or a user is refused: the proxy sends every
+/// request to the server's root with the client's own path, so any of them would be dropped.
 func parseHTTPSServer(_ server: String, path: String) throws(ConfigurationError) -> (String, Int) {
     guard let components = URLComponents(string: server), components.scheme?.lowercased() == "https",
         let host = components.host, !host.isEmpty
     else {
         throw ConfigurationError(path, "\"\(server)\" is not an https:// URL with a host")
+    }
+    guard components.path.isEmpty || components.path == "/", components.query == nil, components.user == nil
+    else {
+        throw ConfigurationError(path, "\"\(server)\": give only https://host[:port], without a path, query or user")
     }
     let bareHost = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
     return (bareHost, components.port ?? 443)

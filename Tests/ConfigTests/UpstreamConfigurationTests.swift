@@ -107,6 +107,15 @@ struct UpstreamConfigurationTests {
                 "exec credential plugins are not supported"
             ),
             ("clusters: {not: a list}\n", "not a valid kubeconfig"),
+            // Rancher's proxied cluster URL: the prefix would be dropped from every request.
+            (
+                "clusters: [{name: c, cluster: {server: 'https://rancher.example/k8s/clusters/c-1'}}]\ncontexts: [{name: x, context: {cluster: c}}]\ncurrent-context: x\n",
+                "/k/config: clusters[c].server: \"https://rancher.example/k8s/clusters/c-1\": give only https://host[:port], without a path, query or user"
+            ),
+            (
+                "clusters: [{name: c, cluster: {server: 'https://x', proxy-url: 'http://proxy:3128'}}]\ncontexts: [{name: x, context: {cluster: c}}]\ncurrent-context: x\n",
+                "/k/config: clusters[c].proxy-url: is not supported"
+            ),
         ])
     func kubeconfigProblems(text: String, message: String) {
         #expect {
