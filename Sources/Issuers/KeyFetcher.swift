@@ -13,6 +13,10 @@ final class KeyFetcher: Sendable {
 
     private let configuration: IssuerConfiguration
     private let client: HTTPClient
+    private let egress: EgressProxy
+    /// Through the egress proxy, when `HTTPS_PROXY` names one; fetches that `NO_PROXY` (or
+    /// loopback) exempts use `client`.
+    private let proxiedClient: HTTPClient?
 
     /// The TLS settings for fetching from the issuer: its own CA bundle when it has one. Fails when
     /// the bundle does not parse; checked before any `HTTPClient` exists, so a failed setup
@@ -31,14 +35,24 @@ final class KeyFetcher: Sendable {
         return tls
     }
 
-    init(configuration: IssuerConfiguration, tls: TLSConfiguration) {
+    init(configuration: IssuerConfiguration, tls: TLSConfiguration, egress: EgressProxy = .environment) {
         self.configuration = configuration
+        self.egress = egress
         var clientConfiguration = HTTPClient.Configuration(
             tlsConfiguration: tls,
             redirectConfiguration: .follow(max: 3, allowCycles: false),
             timeout: .init(connect: .seconds(5), read: .seconds(10)))
         clientConfiguration.decompression = .disabled
         self.client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: clientConfiguration)
+        if case .success(let server) = egress.server {
+            clientConfiguration.proxy = .server(
+                host: server.host, port: server.port,
+                authorization: server.user.map { .basic(username: $0, password: server.password) })
+            self.proxiedClient = HTTPClient(
+                eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: clientConfiguration)
+        } else {
+            self.proxiedClient = nil
+        }
     }
 
     var discoveryURL: String {
@@ -80,6 +94,12 @@ final class KeyFetcher: Sendable {
         do {
             var request = HTTPClientRequest(url: url)
             request.headers.add(name: "Accept", value: "application/json")
+            var client = self.client
+            switch egress.server(for: url) {
+            case .failure(let error): throw error
+            case .success: client = proxiedClient ?? client
+            case nil: break
+            }
             let response = try await client.execute(request, timeout: .seconds(15))
             guard response.status == .ok else {
                 throw KeyFetchError("\(what) at \(url) answered HTTP \(response.status.code)")
@@ -95,6 +115,7 @@ final class KeyFetcher: Sendable {
 
     func shutdown() async {
         try? await client.shutdown()
+        try? await proxiedClient?.shutdown()
     }
 
     static func trimmingTrailingSlash(_ url: String) -> String {
@@ -103,7 +124,7 @@ final class KeyFetcher: Sendable {
 }
 
 /// Why an issuer's keys could not be fetched; kept as the issuer's last error for `/readyz`.
-struct KeyFetchError: Error, Sendable, CustomStringConvertible {
+struct KeyFetchError: Error, Sendable, Equatable, CustomStringConvertible {
     var description: String
     init(_ description: String) { self.description = description }
 }

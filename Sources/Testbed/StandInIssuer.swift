@@ -17,24 +17,28 @@ public final class StandInIssuer: Sendable {
     }
     private let state: NIOLockedValueBox<State>
 
-    /// The issuer URL: `https://127.0.0.1:<port>` (plus `path`, if one was given).
+    /// The issuer URL: `https://127.0.0.1:<port>` (plus `path`, if one was given), or `host`
+    /// in place of `127.0.0.1`.
     public let url: String
 
     /// Starts an IdP with `keys` (default: one RSA key `rsa-1`), trusted through `certificateAuthority`.
+    /// With `host`, its URL and certificate name that host (which only a proxy that sends every
+    /// host to loopback, `TestConnectProxy`, can reach).
     public init(
-        keys: [TestSigningKey]? = nil, path: String = "", certificateAuthority: TestCertificateAuthority? = nil
+        keys: [TestSigningKey]? = nil, path: String = "", certificateAuthority: TestCertificateAuthority? = nil,
+        host: String = "127.0.0.1"
     ) async throws {
         let authority = try certificateAuthority ?? TestCertificateAuthority(commonName: "stand-in issuer CA")
         self.certificateAuthority = authority
         let state = NIOLockedValueBox(State(keys: try keys ?? [TestSigningKey.rsa(kid: "rsa-1")]))
         self.state = state
-        let identity = try authority.issueServerCertificate()
+        let identity = try authority.issueServerCertificate(dnsNames: ["localhost", host])
         let urlBox = NIOLockedValueBox("")
         self.server = try await TestHTTPServer.start(tls: try identity.serverTLSConfiguration()) { request, writer in
             let issuerURL = urlBox.withLockedValue { $0 }
             StandInIssuer.handle(request, writer, state: state, issuerURL: issuerURL, path: path)
         }
-        self.url = "https://127.0.0.1:\(server.port)\(path)"
+        self.url = "https://\(host):\(server.port)\(path)"
         urlBox.withLockedValue { $0 = self.url }
     }
 
