@@ -8,6 +8,14 @@ import NIOHTTP2
 import NIOPosix
 import NIOSSL
 
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
 /// The proxy's listener: accepts client connections and gives each its pipeline: plain
 /// HTTP/1.1, or TLS with ALPN choosing HTTP/2 (every stream its own `ProxyHandler`) or HTTP/1.1
 /// (the only protocol upgrades use).
@@ -188,13 +196,57 @@ final class CloseOnInputClosed: ChannelInboundHandler, Sendable {
 
 extension ServerBootstrap {
     /// Binds `address`. An empty host binds every interface: IPv6 and IPv4, falling back to IPv4
-    /// alone where IPv6 is unavailable.
+    /// alone where IPv6 is unavailable. A host name binds the first IPv4 address it resolves
+    /// to, else its first address, as Go's `net.Listen` does: in a pod `localhost` resolves to
+    /// `::1` first, and clients of `localhost:8080` (or of the seed's Go binary) reach
+    /// 127.0.0.1.
     func bind(listening address: ListenAddress) async throws -> any Channel {
-        guard address.host.isEmpty else { return try await bind(host: address.host, port: address.port).get() }
+        guard address.host.isEmpty else {
+            let resolved = try Self.resolveForListening(address.host, port: address.port)
+            return try await bind(to: resolved).get()
+        }
         do {
             return try await bind(host: "::", port: address.port).get()
         } catch {
             return try await bind(host: "0.0.0.0", port: address.port).get()
         }
+    }
+
+    static func resolveForListening(_ host: String, port: Int) throws -> SocketAddress {
+        if let literal = try? SocketAddress(ipAddress: host, port: port) { return literal }
+        var hints = addrinfo()
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var list: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(host, String(port), &hints, &list) == 0, let list else {
+            return try SocketAddress.makeAddressResolvingHost(host, port: port)
+        }
+        defer { freeaddrinfo(list) }
+        var addresses: [SocketAddress] = []
+        var entry: UnsafeMutablePointer<addrinfo>? = list
+        while let current = entry {
+            if let address = current.pointee.ai_addr {
+                switch current.pointee.ai_family {
+                case AF_INET:
+                    address.withMemoryRebound(to: sockaddr_in.self, capacity: 1) {
+                        addresses.append(SocketAddress($0.pointee, host: host))
+                    }
+                case AF_INET6:
+                    address.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) {
+                        addresses.append(SocketAddress($0.pointee, host: host))
+                    }
+                default: break
+                }
+            }
+            entry = current.pointee.ai_next
+        }
+        guard let chosen = preferredListeningAddress(addresses) else {
+            return try SocketAddress.makeAddressResolvingHost(host, port: port)
+        }
+        return chosen
+    }
+
+    /// Go's choice among a host name's addresses for a listener: the first IPv4, else the first.
+    static func preferredListeningAddress(_ addresses: [SocketAddress]) -> SocketAddress? {
+        addresses.first { if case .v4 = $0 { return true } else { return false } } ?? addresses.first
     }
 }

@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import Foundation
 import NIOCore
+import NIOPosix
 import Testbed
 import Testing
 
@@ -51,6 +52,24 @@ struct ProxyForwardingTests {
             let request = try #require(harness.api.requests.first)
             #expect(request.values("X-Forwarded-For") == ["127.0.0.1"])
             #expect(harness.logs.accessLines.map { $0.metadata["client"] } == ["127.0.0.1"])
+        }
+    }
+
+    @Test("a listen host name binds its first IPv4 address, as Go's net.Listen: localhost is 127.0.0.1, not ::1")
+    func listenHostName() async throws {
+        let loopback6 = try SocketAddress(ipAddress: "::1", port: 8080)
+        let loopback4 = try SocketAddress(ipAddress: "127.0.0.1", port: 8080)
+        let other6 = try SocketAddress(ipAddress: "2001:db8::1", port: 8080)
+        #expect(ServerBootstrap.preferredListeningAddress([loopback6, loopback4]) == loopback4)
+        #expect(ServerBootstrap.preferredListeningAddress([other6, loopback6]) == other6)
+        #expect(ServerBootstrap.preferredListeningAddress([]) == nil)
+        let literal = try ServerBootstrap.resolveForListening("::1", port: 1)
+        #expect(literal == (try SocketAddress(ipAddress: "::1", port: 1)))
+        var options = ProxyHarness.Options()
+        options.listenHost = "localhost"
+        try await ProxyHarness.run(options) { harness in
+            let response = try await harness.get("/api/v1/namespaces", token: try harness.issuer.mint())
+            #expect(response.status == 200)
         }
     }
 
