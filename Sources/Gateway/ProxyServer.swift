@@ -215,7 +215,11 @@ extension ServerBootstrap {
     static func resolveForListening(_ host: String, port: Int) throws -> SocketAddress {
         if let literal = try? SocketAddress(ipAddress: host, port: port) { return literal }
         var hints = addrinfo()
-        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        #if canImport(Glibc)
+            hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        #else
+            hints.ai_socktype = SOCK_STREAM
+        #endif
         var list: UnsafeMutablePointer<addrinfo>?
         guard getaddrinfo(host, String(port), &hints, &list) == 0, let list else {
             return try SocketAddress.makeAddressResolvingHost(host, port: port)

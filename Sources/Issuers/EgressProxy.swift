@@ -40,22 +40,21 @@ struct EgressProxy: Sendable, Equatable {
         server = variable("HTTPS_PROXY").map(Self.parseServer)
         let list = variable("NO_PROXY")
         noProxy = (list ?? "").split(separator: ",").map { entry in
-            String(entry.drop { $0 == " " || $0 == "\t" }.reversed().drop { $0 == " " || $0 == "\t" }.reversed())
-                .lowercased()
+            String(entry.drop(while: \.isWhitespace).reversed().drop(while: \.isWhitespace).reversed()).lowercased()
         }.filter { !$0.isEmpty }
     }
 
     /// `http://[user:password@]host[:port]`, or `host[:port]` (Go reads a bare host as http).
     static func parseServer(_ value: String) -> Result<Server, KeyFetchError> {
         let text = value.contains("://") ? value : "http://" + value
+        // The messages never repeat the value: it may hold the proxy's password.
         guard let components = URLComponents(string: text), let host = components.host, !host.isEmpty else {
-            return .failure(KeyFetchError("HTTPS_PROXY \"\(value)\" is not a proxy URL such as http://proxy:3128"))
+            return .failure(KeyFetchError("HTTPS_PROXY is not a proxy URL such as http://proxy:3128"))
         }
         guard components.scheme?.lowercased() == "http" else {
             return .failure(
                 KeyFetchError(
-                    "HTTPS_PROXY \"\(value)\": only an http:// proxy (CONNECT) is supported, not \(components.scheme ?? "")://"
-                ))
+                    "HTTPS_PROXY: only an http:// proxy (CONNECT) is supported, not \(components.scheme ?? "")://"))
         }
         let bareHost = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
         return .success(
@@ -64,14 +63,18 @@ struct EgressProxy: Sendable, Equatable {
                 password: components.password ?? ""))
     }
 
-    /// The proxy for a request to `url`, nil to go direct.
+    /// The proxy for a request to `url`, nil to go direct. Only `https://` URLs use it (Go
+    /// would take `HTTP_PROXY` for `http://`, which the proxy does not read); a redirect keeps
+    /// the choice made for the first URL.
     func server(for url: String) -> Result<Server, KeyFetchError>? {
-        guard let server, let components = URLComponents(string: url), let rawHost = components.host else {
+        guard let server, let components = URLComponents(string: url), let rawHost = components.host,
+            components.scheme?.lowercased() == "https"
+        else {
             return nil
         }
         var host = rawHost.lowercased()
         if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        let port = components.port ?? (components.scheme?.lowercased() == "http" ? 80 : 443)
+        let port = components.port ?? 443
         if host == "localhost" || Self.isLoopback(host) { return nil }
         return noProxy.contains { Self.matches($0, host: host, port: port) } ? nil : server
     }
@@ -88,11 +91,18 @@ struct EgressProxy: Sendable, Equatable {
         }
         var name = entry
         var entryPort: Int?
-        if let colon = entry.lastIndex(of: ":"), let number = Int(entry[entry.index(after: colon)...]) {
+        if let colon = entry.lastIndex(of: ":"), let number = Int(entry[entry.index(after: colon)...]),
+            !name[..<colon].contains(":") || name.hasPrefix("[")
+        {
             name = String(entry[..<colon])
             entryPort = number
         }
         if let entryPort, entryPort != port { return false }
+        // An IP address with a port: `10.1.2.3:443`, `[2001:db8::1]:443`.
+        if name.hasPrefix("[") && name.hasSuffix("]") { name = String(name.dropFirst().dropLast()) }
+        if let address = IPAddressBytes(name) {
+            return IPAddressBytes(host) == address
+        }
         if name.hasPrefix("*.") { name = String(name.dropFirst()) }
         if name.hasPrefix(".") { return host.hasSuffix(name) }
         return host == name || host.hasSuffix("." + name)

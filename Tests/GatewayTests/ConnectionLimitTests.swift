@@ -37,8 +37,8 @@ struct ConnectionLimitTests {
     )
     func idleHTTP2ConnectionClosed() async throws {
         var options = ProxyHarness.Options.servingTLS
-        options.requestHeadTimeout = .milliseconds(500)
-        options.idleTimeout = .milliseconds(2500)
+        options.requestHeadTimeout = .seconds(1)
+        options.idleTimeout = .seconds(4)
         try await ProxyHarness.run(options) { harness in
             // No stream at all, then one stream answered and nothing after it.
             let client = try await FrameLevelHTTP2Client.connect(harness, settings: nioDefaultSettings)
@@ -52,12 +52,12 @@ struct ConnectionLimitTests {
             try await used.send(HTTP2Frame(streamID: 1, payload: .headers(.init(headers: block, endStream: true))))
             // Answered: the idle timeout runs now, not the request-head timeout.
             #expect(try await eventually(timeout: .seconds(5)) { used.frames.contains { $0.streamID == 1 } })
-            try await Task.sleep(for: .milliseconds(900))
+            try await Task.sleep(for: .milliseconds(1500))
             let goAwayEarly = used.frames.contains {
                 if case .goAway = $0.payload { return true } else { return false }
             }
             #expect(!goAwayEarly, "GOAWAY after the request-head timeout, not the idle timeout")
-            #expect(try await eventually(timeout: .seconds(5)) { !used.channel.isActive })
+            #expect(try await eventually(timeout: .seconds(10)) { !used.channel.isActive })
             let status = used.frames.lazy.compactMap { frame -> String? in
                 if case .headers(let headers) = frame.payload { return headers.headers.first(name: ":status") }
                 return nil
@@ -89,8 +89,8 @@ struct ConnectionLimitTests {
     )
     func idleAfterResponse() async throws {
         var options = ProxyHarness.Options()
-        options.requestHeadTimeout = .milliseconds(300)
-        options.idleTimeout = .seconds(2)
+        options.requestHeadTimeout = .seconds(1)
+        options.idleTimeout = .seconds(4)
         try await ProxyHarness.run(options) { harness in
             let connection = try await RawConnection.connect(port: harness.port)
             for round in 1...2 {
@@ -100,7 +100,7 @@ struct ConnectionLimitTests {
                     "got: \(connection.text)")
                 // Longer than the request-head timeout: a load balancer reusing the connection now
                 // must find it open.
-                try await Task.sleep(for: .milliseconds(700))
+                try await Task.sleep(for: .milliseconds(1500))
                 #expect(!connection.peerFinished, "closed after the request-head timeout, in round \(round)")
             }
             #expect(try await connection.wait(timeout: .seconds(10)) { $0.peerFinished })

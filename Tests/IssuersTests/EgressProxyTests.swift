@@ -31,6 +31,13 @@ struct EgressProxyTests {
             ("https://127.0.0.1:8443/", "", false),
             ("https://localhost/", "", false),
             ("https://[::1]/", "", false),
+            ("https://10.1.2.3/", "10.1.2.3:443", false),
+            ("https://10.1.2.3:8443/", "10.1.2.3:443", true),
+            ("https://[2001:db8::1]/", "[2001:db8::1]:443", false),
+            ("https://[2001:db8::1]:8443/", "[2001:db8::1]:443", true),
+            ("https://[2001:db8::1]/", "2001:db8::1", false),
+            ("https://issuer.example.com/", "other.org,\n example.com\n", false),
+            ("http://issuer.example.com/", "", false),
         ])
     func noProxy(url: String, noProxy: String, proxied: Bool) {
         let egress = EgressProxy(environment: ["HTTPS_PROXY": "http://proxy:3128", "NO_PROXY": noProxy])
@@ -48,15 +55,16 @@ struct EgressProxyTests {
                 == .success(.init(host: "fd00::1", port: 8080, user: "svc@corp", password: "p:ss")))
         #expect(EgressProxy(environment: ["NO_PROXY": "a, b", "no_proxy": "c"]).noProxy == ["a", "b"])
         for (value, message) in [
-            ("https://proxy:3128", "only an http:// proxy (CONNECT) is supported, not https://"),
+            ("https://user:secret@proxy:3128", "only an http:// proxy (CONNECT) is supported, not https://"),
             ("socks5://proxy:1080", "only an http:// proxy (CONNECT) is supported, not socks5://"),
-            ("http://", "is not a proxy URL such as http://proxy:3128"),
+            ("http://user:secret@", "is not a proxy URL such as http://proxy:3128"),
         ] {
             guard case .failure(let error) = parsed(["HTTPS_PROXY": value]) else {
                 Issue.record("\(value) accepted")
                 continue
             }
-            #expect(error.description == "HTTPS_PROXY \"\(value)\": \(message)" || error.description.contains(message))
+            #expect(error.description.contains(message))
+            #expect(!error.description.contains(value), "the message repeats the value, and so its credentials")
         }
     }
 
@@ -111,7 +119,7 @@ struct EgressProxyTests {
             _ = try await broken.fetchKeys()
             Issue.record("fetched through an unsupported proxy")
         } catch {
-            #expect("\(error)".contains("HTTPS_PROXY \"socks5://127.0.0.1:1080\": only an http:// proxy"))
+            #expect("\(error)".contains("HTTPS_PROXY: only an http:// proxy (CONNECT) is supported, not socks5://"))
         }
         await broken.shutdown()
         await named.stop()
