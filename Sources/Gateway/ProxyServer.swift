@@ -115,13 +115,27 @@ public final class ProxyServer: Sendable {
         try pipeline.addHandler(ProxyHandler(gateway: gateway, clientSplice: splice))
     }
 
+    /// NIO's settings, but with the header list an HTTP/1.1 request may have (NIO's default is
+    /// 16 KiB: a token with many groups was refused over HTTP/2 only). NIO applies the larger
+    /// limit once the client acknowledges the settings, so a connection's first request still
+    /// has 16 KiB; kubectl's first request is a small discovery GET.
+    static var http2Configuration: NIOHTTP2Handler.ConnectionConfiguration {
+        var configuration = NIOHTTP2Handler.ConnectionConfiguration()
+        configuration.initialSettings = nioDefaultSettings.map { setting in
+            setting.parameter == .maxHeaderListSize
+                ? HTTP2Setting(parameter: .maxHeaderListSize, value: maximumHeaderBytes) : setting
+        }
+        return configuration
+    }
+
     /// HTTP/2: `HTTP2StreamsHandler` serves each stream with its own `ProxyHandler`, so every
     /// check and header rule is the same as over HTTP/1.1; flow control is per stream.
     static func configureHTTP2Pipeline(_ channel: any Channel, gateway: GatewayContext) throws {
         let pipeline = channel.pipeline.syncOperations
         let streams = HTTP2StreamsHandler(gateway: gateway)
         try pipeline.addHandler(
-            NIOHTTP2Handler(mode: .server, frameDelegate: streams.writtenFrames, connectionConfiguration: .init()))
+            NIOHTTP2Handler(
+                mode: .server, frameDelegate: streams.writtenFrames, connectionConfiguration: http2Configuration))
         try pipeline.addHandler(streams)
         try pipeline.addHandler(CloseOnInputClosed())
     }

@@ -47,6 +47,36 @@ struct HTTP2ServingTests {
         }
     }
 
+    @Test(
+        "a 40 KiB request head (HEADERS and CONTINUATION frames, from curl) is served over HTTP/2 as over HTTP/1.1, where the limit is 64 KiB"
+    )
+    func largeRequestHead() async throws {
+        try await ProxyHarness.run(.servingTLS) { harness in
+            let large = String(repeating: "g", count: 40 * 1024)
+            let token = try harness.issuer.mint()
+            // Two requests on one connection: NIO applies the larger limit once the client has
+            // acknowledged the settings, which it does before its second request.
+            let request = { (extra: [String]) in
+                ["--http2", "--silent", "--show-error", "--insecure", "--max-time", "20", "--output", "/dev/null"]
+                    + ["--write-out", "%{http_code} %{http_version}\n", "--header", "Authorization: Bearer \(token)"]
+                    + extra + [harness.baseURL + "/api/v1/namespaces"]
+            }
+            let curl = Process()
+            curl.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
+            curl.arguments = request([]) + ["--next"] + request(["--header", "X-Large: \(large)"])
+            let output = Pipe()
+            let errors = Pipe()
+            curl.standardOutput = output
+            curl.standardError = errors
+            try curl.run()
+            let written = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            let complaint = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            curl.waitUntilExit()
+            #expect(written == "200 2\n200 2\n", "curl: \(complaint)")
+            #expect(harness.api.requests.last?.values("X-Large").map(\.utf8.count) == [large.utf8.count])
+        }
+    }
+
     @Test("a request body larger than the stream window reaches the API server whole")
     func largeRequestBody() async throws {
         try await ProxyHarness.run(.servingTLS) { harness in
