@@ -1,5 +1,12 @@
 import AsyncHTTPClient
 import FoundationEssentials
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#elseif canImport(Darwin)
+    import Darwin
+#endif
 
 /// The HTTP proxy the issuers' discovery documents and keys are fetched through, from
 /// `HTTPS_PROXY` and `NO_PROXY` (or their lowercase forms), as kube-apiserver's OIDC
@@ -123,15 +130,18 @@ struct EgressProxy: Sendable, Equatable {
     }
 }
 
-/// An IPv4 or IPv6 address as its bytes, for `NO_PROXY` matching.
+/// An IPv4 or IPv6 address as its bytes, for `NO_PROXY` matching, parsed by the system's
+/// `inet_pton`, as strictly as Go's `ParseIP` (no leading zeros, `::ffff:1.2.3.4` accepted).
 struct IPAddressBytes: Equatable {
     var bytes: [UInt8]
 
     init?(_ text: String) {
-        if let v4 = Self.parseIPv4(text) {
-            bytes = v4
-        } else if text.contains(":"), let v6 = Self.parseIPv6(text) {
-            bytes = v6
+        var v4 = in_addr()
+        var v6 = in6_addr()
+        if inet_pton(AF_INET, text, &v4) == 1 {
+            bytes = withUnsafeBytes(of: v4) { Array($0) }
+        } else if inet_pton(AF_INET6, text, &v6) == 1 {
+            bytes = withUnsafeBytes(of: v6) { Array($0) }
         } else {
             return nil
         }
@@ -143,40 +153,5 @@ struct IPAddressBytes: Equatable {
             if bytes[bit / 8] & mask != network.bytes[bit / 8] & mask { return false }
         }
         return true
-    }
-
-    private static func parseIPv4(_ text: String) -> [UInt8]? {
-        let parts = text.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 4 else { return nil }
-        var bytes: [UInt8] = []
-        for part in parts {
-            guard !part.isEmpty, part.count <= 3, part.allSatisfy(\.isASCII), let value = UInt8(part) else {
-                return nil
-            }
-            bytes.append(value)
-        }
-        return bytes
-    }
-
-    private static func parseIPv6(_ text: String) -> [UInt8]? {
-        let halves = text.components(separatedBy: "::")
-        guard halves.count <= 2 else { return nil }
-        func groups(_ part: String) -> [UInt16]? {
-            if part.isEmpty { return [] }
-            var result: [UInt16] = []
-            for group in part.split(separator: ":", omittingEmptySubsequences: false) {
-                guard (1...4).contains(group.count), let value = UInt16(group, radix: 16) else { return nil }
-                result.append(value)
-            }
-            return result
-        }
-        guard let head = groups(halves[0]) else { return nil }
-        var all = head
-        if halves.count == 2 {
-            guard let tail = groups(halves[1]), head.count + tail.count < 8 else { return nil }
-            all += Array(repeating: 0, count: 8 - head.count - tail.count) + tail
-        }
-        guard all.count == 8 else { return nil }
-        return all.flatMap { [UInt8($0 >> 8), UInt8($0 & 0xff)] }
     }
 }
