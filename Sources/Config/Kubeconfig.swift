@@ -148,21 +148,27 @@ extension UpstreamConfiguration {
                 credential = .bearerTokenFile(path: resolve(tokenFile))
             } else if user.clientCertificate != nil || user.clientCertificateData != nil {
                 let certificatePEM: String
+                var certificateFile: String?
                 if let data = user.clientCertificateData {
                     certificatePEM = try decodeBase64PEM(data, path: userPath + ".client-certificate-data")
                 } else {
-                    certificatePEM = try readTextFile(
-                        resolve(user.clientCertificate ?? ""), path: userPath + ".client-certificate")
+                    let file = resolve(user.clientCertificate ?? "")
+                    certificatePEM = try readTextFile(file, path: userPath + ".client-certificate")
+                    certificateFile = file
                 }
                 let keyPEM: String
+                var keyFile: String?
                 if let data = user.clientKeyData {
                     keyPEM = try decodeBase64PEM(data, path: userPath + ".client-key-data")
-                } else if let keyFile = user.clientKey {
-                    keyPEM = try readTextFile(resolve(keyFile), path: userPath + ".client-key")
+                } else if let file = user.clientKey.map(resolve) {
+                    keyPEM = try readTextFile(file, path: userPath + ".client-key")
+                    keyFile = file
                 } else {
                     throw ConfigurationError(userPath, "a client certificate needs client-key or client-key-data")
                 }
-                credential = .clientCertificate(certificatePEM: certificatePEM, privateKeyPEM: keyPEM)
+                credential = .clientCertificate(
+                    certificatePEM: certificatePEM, privateKeyPEM: keyPEM, certificateFile: certificateFile,
+                    keyFile: keyFile)
             } else if user.username != nil {
                 throw ConfigurationError(userPath + ".username", "basic authentication is not supported")
             }

@@ -6,8 +6,11 @@ public enum UpstreamCredential: Sendable, Hashable {
     case bearerTokenFile(path: String)
     /// A fixed bearer token, from a kubeconfig's `token` field.
     case bearerToken(String)
-    /// A TLS client certificate and key, both PEM.
-    case clientCertificate(certificatePEM: String, privateKeyPEM: String)
+    /// A TLS client certificate and key, both PEM. Either may come from a file (a kubeconfig's
+    /// `client-certificate` / `client-key`), which is then re-read while the proxy runs, as
+    /// client-go does: cert-manager and kubeadm renew client certificates in place.
+    case clientCertificate(
+        certificatePEM: String, privateKeyPEM: String, certificateFile: String? = nil, keyFile: String? = nil)
     /// No credential of the proxy's own (the API server must then trust the connection otherwise).
     case none
 }

@@ -22,7 +22,8 @@ final class MultiplexedUpstream {
     /// The server's SETTINGS_MAX_CONCURRENT_STREAMS. A stream beyond it would wait, inside
     /// NIO, for another to end: for watches, possibly forever, so none is opened beyond it.
     var maximumStreams = MultiplexedUpstream.assumedMaximumStreams
-    /// The server sent GOAWAY: the streams it accepted run to their end; new ones go elsewhere.
+    /// The server sent GOAWAY, or the pool retired the connection (a new client certificate):
+    /// the streams it accepted run to their end; new ones go elsewhere.
     var goingAway = false
     /// Called on the event loop each time a stream's channel closes.
     var onStreamClosed: (() -> Void)?

@@ -35,6 +35,16 @@ public final class UpstreamConnectionPool: Sendable {
             box.eventLoop.execute { box.value.closeAll() }
         }
     }
+
+    /// Stops reusing the connections open now (after the proxy's client certificate changed):
+    /// idle ones close, HTTP/2 ones take no new streams and close when their last ends.
+    /// Requests under way, watches and upgraded sessions included, run on. Returns once every
+    /// event loop has done so.
+    public func retireConnections() async {
+        for box in pools.values {
+            try? await box.eventLoop.submit { box.value.retireAll() }.get()
+        }
+    }
 }
 
 /// An upstream connection, or one HTTP/2 stream of one: its channel and the handler that
@@ -44,6 +54,9 @@ final class UpstreamConnection {
     let handler: UpstreamHandler
     /// A stream of a `MultiplexedUpstream`: it carries one request and closes.
     let isStream: Bool
+    /// The pool's generation when the connection was opened: one from before the pool retired
+    /// its connections is not reused.
+    var generation = 0
 
     init(channel: any Channel, handler: UpstreamHandler, isStream: Bool = false) {
         self.channel = channel
@@ -60,6 +73,8 @@ final class LoopPool {
     private let credentials: UpstreamCredentials
     private let connectTimeout: TimeAmount
     private var idle: [UpstreamConnection] = []
+    /// Counts `retireAll` calls: connections opened before the latest are not reused.
+    private var generation = 0
     /// HTTP/2 connections carrying long-running requests as streams.
     private var multiplexed: [MultiplexedUpstream] = []
     /// Completed when the HTTP/2 connection being opened is ready (or the attempt failed):
@@ -95,7 +110,9 @@ final class LoopPool {
             }
             return
         }
-        guard connection.channel.isActive, connection.handler.responseKeepAlive, idle.count < Self.maximumIdle else {
+        guard connection.channel.isActive, connection.handler.responseKeepAlive, connection.generation == generation,
+            idle.count < Self.maximumIdle
+        else {
             connection.handler.close()
             return
         }
@@ -115,6 +132,14 @@ final class LoopPool {
         idle.removeAll()
         for connection in connections { connection.handler.close() }
         for connection in multiplexed where connection.openStreams == 0 { connection.channel.close(promise: nil) }
+    }
+
+    /// `closeAll`, and no new streams on the HTTP/2 connections still in use: each closes when
+    /// its last stream ends (`adopt`'s `onStreamClosed`).
+    func retireAll() {
+        generation += 1
+        for connection in multiplexed { connection.goingAway = true }
+        closeAll()
     }
 
     /// The API server chose HTTP/1.1 lately: long-running requests use HTTP/1.1 connections.
@@ -146,6 +171,7 @@ final class LoopPool {
         // their streams on it, before this one's.
         let ready = eventLoop.makePromise(of: Void.self)
         multiplexedOpening = ready.futureResult
+        let generation = self.generation
         connectNegotiating().assumeIsolated().whenComplete { result in
             self.multiplexedOpening = nil
             switch result {
@@ -155,6 +181,11 @@ final class LoopPool {
                 self.http2DeclinedAt = .now()
                 ready.succeed()
                 self.connect().assumeIsolated().whenComplete(answer)
+            case .success(.http2(let connection)) where generation != self.generation:
+                // Opened with the client certificate that was retired meanwhile.
+                connection.channel.close(promise: nil)
+                ready.succeed()
+                self.connectLongRunning().assumeIsolated().whenComplete(answer)
             case .success(.http2(let connection)):
                 self.adopt(connection)
                 // The requests that waited for this connection take their streams first; this
@@ -162,6 +193,7 @@ final class LoopPool {
                 ready.succeed()
                 self.connectLongRunning().assumeIsolated().whenComplete(answer)
             case .success(.http1(let connection)):
+                connection.generation = generation
                 self.http2DeclinedAt = .now()
                 ready.succeed()
                 promise.assumeIsolated().succeed(connection)
@@ -215,11 +247,14 @@ final class LoopPool {
 
     /// Opens a new HTTP/1.1 TLS connection to the API server.
     func connect() -> EventLoopFuture<UpstreamConnection> {
-        connect(tls: credentials.sslContext) { pipeline in
+        let generation = self.generation
+        return connect(tls: credentials.sslContext) { pipeline in
             _ = try Self.addHTTP1Handlers(pipeline)
         }.flatMapThrowing { channel in
             let handler = try channel.pipeline.syncOperations.handler(type: UpstreamHandler.self)
-            return UpstreamConnection(channel: channel, handler: handler)
+            let connection = UpstreamConnection(channel: channel, handler: handler)
+            connection.generation = generation
+            return connection
         }
     }
 

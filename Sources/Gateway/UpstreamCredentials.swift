@@ -4,26 +4,35 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOSSL
 
-/// The proxy's own way into the API server: a TLS context (CA, optional client certificate)
-/// built once, and the bearer token, re-read from its file while the proxy runs so that a
-/// rotated projected service-account token is picked up without a restart.
+/// The proxy's own way into the API server: the TLS contexts (CA, optional client certificate)
+/// and the bearer token. A token file is re-read while the proxy runs, so that a rotated
+/// projected service-account token is picked up without a restart; so are client certificate
+/// and key files, as client-go re-reads a kubeconfig's.
 public final class UpstreamCredentials: Sendable {
     public let configuration: UpstreamConfiguration
-    let sslContext: NIOSSLContext
-    /// The same, offering HTTP/2 first by ALPN: for the connections that carry long-running
-    /// requests as streams (see `MultiplexedUpstream`).
-    let multiplexingSSLContext: NIOSSLContext
     /// SNI and certificate name; nil for an IP address, which NIOSSL checks against the peer address.
     let serverHostname: String?
     /// `host:port` for the `Host` header.
     let authority: String
     private let token: NIOLockedValueBox<String?>
+    /// What the contexts are made from, less the client certificate.
+    private let baseTLS: TLSConfiguration
+    private let contexts: NIOLockedValueBox<Contexts>
+
+    private struct Contexts {
+        var http1: NIOSSLContext
+        /// The same, offering HTTP/2 first by ALPN.
+        var multiplexing: NIOSSLContext
+        /// The client certificate and key files' bytes the contexts were made from (or last
+        /// failed to be made from, so that a bad pair is reported once).
+        var certificateFileBytes: [UInt8]?
+        var keyFileBytes: [UInt8]?
+    }
 
     public init(configuration: UpstreamConfiguration) throws(ConfigurationError) {
         self.configuration = configuration
         var tls = TLSConfiguration.makeClientConfiguration()
         tls.minimumTLSVersion = .tlsv12
-        tls.applicationProtocols = ["http/1.1"]
         let source = configuration.source == "in-cluster" ? "in-cluster CA" : configuration.source
         if let pem = configuration.certificateAuthorityPEM {
             do {
@@ -33,17 +42,12 @@ public final class UpstreamCredentials: Sendable {
             }
         }
         if configuration.insecureSkipTLSVerify { tls.certificateVerification = .none }
+        self.baseTLS = tls
         var initialToken: String?
+        var client: (certificate: [UInt8], key: [UInt8])?
         switch configuration.credential {
-        case .clientCertificate(let certificatePEM, let keyPEM):
-            do {
-                tls.certificateChain = try NIOSSLCertificate.fromPEMBytes(Array(certificatePEM.utf8)).map {
-                    .certificate($0)
-                }
-                tls.privateKey = .privateKey(try NIOSSLPrivateKey(bytes: Array(keyPEM.utf8), format: .pem))
-            } catch {
-                throw ConfigurationError(source, "the client certificate or key is not valid PEM: \(error)")
-            }
+        case .clientCertificate(let certificatePEM, let keyPEM, _, _):
+            client = (Array(certificatePEM.utf8), Array(keyPEM.utf8))
         case .bearerToken(let value):
             initialToken = value
         case .bearerTokenFile(let path):
@@ -51,19 +55,129 @@ public final class UpstreamCredentials: Sendable {
         case .none:
             break
         }
-        do {
-            self.sslContext = try NIOSSLContext(configuration: tls)
-            tls.applicationProtocols = ["h2", "http/1.1"]
-            self.multiplexingSSLContext = try NIOSSLContext(configuration: tls)
-        } catch {
-            throw ConfigurationError(source, "cannot set up TLS to the API server: \(error)")
-        }
+        let pair = try Self.makeContexts(tls, certificate: client?.certificate, key: client?.key, source: source)
+        self.contexts = NIOLockedValueBox(
+            Contexts(
+                http1: pair.http1, multiplexing: pair.multiplexing, certificateFileBytes: client?.certificate,
+                keyFileBytes: client?.key))
         let hostname = configuration.tlsServerName ?? configuration.host
         self.serverHostname = Self.isIPAddress(hostname) ? nil : hostname
         self.authority =
             configuration.host.contains(":")
             ? "[\(configuration.host)]:\(configuration.port)" : "\(configuration.host):\(configuration.port)"
         self.token = NIOLockedValueBox(initialToken)
+    }
+
+    /// The TLS context for a new HTTP/1.1 connection.
+    var sslContext: NIOSSLContext { contexts.withLockedValue { $0.http1 } }
+
+    /// The same, offering HTTP/2 first by ALPN: for the connections that carry long-running
+    /// requests as streams (see `MultiplexedUpstream`).
+    var multiplexingSSLContext: NIOSSLContext { contexts.withLockedValue { $0.multiplexing } }
+
+    /// Whether the client certificate or its key comes from a file, re-read by `runClientCertificateRefresh`.
+    public var hasClientCertificateFiles: Bool {
+        guard case .clientCertificate(_, _, let certificateFile, let keyFile) = configuration.credential else {
+            return false
+        }
+        return certificateFile != nil || keyFile != nil
+    }
+
+    /// Re-reads the client certificate and key files; when either changed and the new pair
+    /// loads, new connections present it. A pair that does not load (a key that does not match
+    /// the certificate, caught between two file updates) is logged once and the current pair
+    /// stays. Returns whether the pair in use changed.
+    @discardableResult
+    public func reloadClientCertificateIfChanged(logger: Logger) -> Bool {
+        guard
+            case .clientCertificate(let certificatePEM, let keyPEM, let certificateFile, let keyFile) =
+                configuration.credential, certificateFile != nil || keyFile != nil
+        else { return false }
+        let certificate: [UInt8]
+        let key: [UInt8]
+        do {
+            certificate = try certificateFile.map { try Self.readBytes($0) } ?? Array(certificatePEM.utf8)
+            key = try keyFile.map { try Self.readBytes($0) } ?? Array(keyPEM.utf8)
+        } catch {
+            logger.warning(
+                "cannot re-read the upstream client certificate; keeping the current one",
+                metadata: ["error": "\(error)"])
+            return false
+        }
+        let unchanged = contexts.withLockedValue {
+            (certificateFile == nil || $0.certificateFileBytes == certificate)
+                && (keyFile == nil || $0.keyFileBytes == key)
+        }
+        if unchanged { return false }
+        let source = certificateFile ?? keyFile ?? configuration.source
+        do {
+            let pair = try Self.makeContexts(baseTLS, certificate: certificate, key: key, source: source)
+            contexts.withLockedValue {
+                $0 = Contexts(
+                    http1: pair.http1, multiplexing: pair.multiplexing, certificateFileBytes: certificate,
+                    keyFileBytes: key)
+            }
+            logger.info("re-read the upstream client certificate", metadata: ["file": "\(source)"])
+            return true
+        } catch {
+            contexts.withLockedValue {
+                $0.certificateFileBytes = certificate
+                $0.keyFileBytes = key
+            }
+            logger.warning(
+                "the new upstream client certificate does not load; keeping the current one",
+                metadata: ["error": "\(error)"])
+            return false
+        }
+    }
+
+    /// Re-reads the client certificate files every `interval` until cancelled; `changed` runs
+    /// after each change (to retire the connections made with the old certificate).
+    public func runClientCertificateRefresh(
+        every interval: Duration = .seconds(2), logger: Logger, changed: @Sendable () async -> Void
+    ) async {
+        guard hasClientCertificateFiles else { return }
+        while !Task.isCancelled {
+            try? await Task.sleep(for: interval)
+            if reloadClientCertificateIfChanged(logger: logger) { await changed() }
+        }
+    }
+
+    /// The contexts for HTTP/1.1 and for HTTP/2 first, with the client certificate and key
+    /// when given.
+    private static func makeContexts(
+        _ base: TLSConfiguration, certificate: [UInt8]?, key: [UInt8]?, source: String
+    ) throws(ConfigurationError) -> (http1: NIOSSLContext, multiplexing: NIOSSLContext) {
+        var tls = base
+        if let certificate, let key {
+            let chain: [NIOSSLCertificate]
+            do {
+                chain = try NIOSSLCertificate.fromPEMBytes(certificate)
+                tls.privateKey = .privateKey(try NIOSSLPrivateKey(bytes: key, format: .pem))
+            } catch {
+                throw ConfigurationError(source, "the client certificate or key is not valid PEM: \(error)")
+            }
+            guard !chain.isEmpty else {
+                throw ConfigurationError(source, "the client certificate file holds no certificate")
+            }
+            tls.certificateChain = chain.map { .certificate($0) }
+        }
+        do {
+            tls.applicationProtocols = ["http/1.1"]
+            let http1 = try NIOSSLContext(configuration: tls)
+            tls.applicationProtocols = ["h2", "http/1.1"]
+            return (http1, try NIOSSLContext(configuration: tls))
+        } catch {
+            let what = certificate == nil ? "" : " (does the client key match the certificate?)"
+            throw ConfigurationError(source, "cannot set up TLS to the API server\(what): \(error)")
+        }
+    }
+
+    private static func readBytes(_ path: String) throws(ConfigurationError) -> [UInt8] {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ConfigurationError(path, "cannot read the file: no such file, or not readable")
+        }
+        return Array(data)
     }
 
     /// The `Authorization` value for upstream requests, or nil when the proxy uses a client certificate.

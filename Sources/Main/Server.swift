@@ -101,6 +101,14 @@ enum Server {
                     await cancelWhenGracefulShutdown { await servingCertificate.runReloads(logger: logger) }
                 })
         }
+        if credentials.hasClientCertificateFiles {
+            services.append(
+                ClosureService {
+                    await cancelWhenGracefulShutdown {
+                        await credentials.runClientCertificateRefresh(logger: logger) { await pool.retireConnections() }
+                    }
+                })
+        }
         if case .bearerTokenFile = upstream.credential {
             services.append(
                 ClosureService {

@@ -3,6 +3,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOHTTP2
+import NIOSSL
 
 /// A stand-in for kube-apiserver on loopback HTTPS. It requires the proxy's own bearer token,
 /// records every request it receives, and answers like the real one: discovery and
@@ -60,9 +61,13 @@ public final class StandInAPIServer: Sendable {
     /// - Parameters:
     ///   - http2: offer HTTP/2 by ALPN as kube-apiserver does (upgrades stay HTTP/1.1).
     ///   - http2MaximumStreams: the concurrent streams it allows on one connection.
+    ///   - clientCertificateAuthority: require a TLS client certificate signed by this authority
+    ///     (kube-apiserver's `--client-ca-file`), which then stands for the bearer token; each
+    ///     request records the certificate's subject.
     public init(
         expectedToken: String = "proxy-service-account-token", port: Int = 0,
-        certificateAuthority: TestCertificateAuthority? = nil, http2: Bool = false, http2MaximumStreams: Int = 100
+        certificateAuthority: TestCertificateAuthority? = nil, http2: Bool = false, http2MaximumStreams: Int = 100,
+        clientCertificateAuthority: TestCertificateAuthority? = nil
     ) async throws {
         let authority = try certificateAuthority ?? TestCertificateAuthority(commonName: "stand-in API server CA")
         self.certificateAuthority = authority
@@ -71,8 +76,9 @@ public final class StandInAPIServer: Sendable {
         self.state = state
         let identity = try authority.issueServerCertificate(
             commonName: "kube-apiserver", dnsNames: ["localhost", "kubernetes"])
+        let requiresClientCertificate = clientCertificateAuthority != nil
         let authorize: @Sendable (HTTPRequestHead) -> Bool = { head in
-            head.headers["Authorization"] == ["Bearer \(expectedToken)"]
+            requiresClientCertificate || head.headers["Authorization"] == ["Bearer \(expectedToken)"]
         }
         let record: @Sendable (HTTPRequestHead) -> Void = { head in
             let request = ReceivedRequest(
@@ -88,12 +94,19 @@ public final class StandInAPIServer: Sendable {
         let upgraders: TestHTTPServer.Upgraders = { StandInUpgrades.makeUpgraders(hooks: hooks) }
         let flowControl = NIOLockedValueBox(HTTP2FlowControlLog())
         self.flowControl = flowControl
+        var tls = try identity.serverTLSConfiguration()
+        if let clientCertificateAuthority {
+            tls.certificateVerification = .noHostnameVerification
+            tls.trustRoots = .certificates(
+                try NIOSSLCertificate.fromPEMBytes(Array(clientCertificateAuthority.certificatePEM.utf8)))
+        }
         self.server = try await TestHTTPServer.start(
-            tls: try identity.serverTLSConfiguration(), port: port, http2: http2,
+            tls: tls, port: port, http2: http2,
             http2MaximumStreams: http2MaximumStreams, http2FlowControl: flowControl,
             upgraders: upgraders
         ) { request, writer in
-            StandInAPIServer.handle(request, writer, state: state, expectedToken: expectedToken)
+            StandInAPIServer.handle(
+                request, writer, state: state, expectedToken: requiresClientCertificate ? nil : expectedToken)
         }
     }
 
@@ -181,7 +194,7 @@ public final class StandInAPIServer: Sendable {
     }
 
     private static func handle(
-        _ request: ReceivedRequest, _ writer: ResponseWriter, state: NIOLockedValueBox<State>, expectedToken: String
+        _ request: ReceivedRequest, _ writer: ResponseWriter, state: NIOLockedValueBox<State>, expectedToken: String?
     ) {
         if request.method == "GET" && request.path == "/testbed/requests" {
             let recorded = state.withLockedValue { $0.requests }
@@ -193,7 +206,8 @@ public final class StandInAPIServer: Sendable {
             return state.closeAfterEachResponse
         }
         let writer = closeAfter ? ResponseWriter(channel: writer.channel, keepAlive: false, silently: true) : writer
-        guard request.values("Authorization") == ["Bearer \(expectedToken)"] else {
+        // Without an expected token, the TLS layer has verified a client certificate.
+        guard expectedToken.map({ request.values("Authorization") == ["Bearer \($0)"] }) ?? true else {
             writer.respond(.unauthorized, status(401, "Unauthorized", "Unauthorized"))
             return
         }

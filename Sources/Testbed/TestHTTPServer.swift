@@ -5,7 +5,9 @@ import NIOHTTP2
 import NIOPosix
 import NIOSSL
 import NIOWebSocket
+import SwiftASN1
 import Synchronization
+import X509
 
 /// A request as a stand-in server received it, body included.
 public struct ReceivedRequest: Sendable {
@@ -18,6 +20,8 @@ public struct ReceivedRequest: Sendable {
     public var connection: Int
     /// 1 for HTTP/1.x, 2 for a stream of an HTTP/2 connection.
     public var httpMajorVersion = 1
+    /// The subject of the TLS client certificate the connection presented (`CN=...`), if any.
+    public var clientCertificateSubject: String?
 
     /// Every value of header `name` (case-insensitive), in order.
     public func values(_ name: String) -> [String] {
@@ -242,12 +246,27 @@ private final class CollectingHandler: ChannelInboundHandler, RemovableChannelHa
                 method: head.method.rawValue, uri: head.uri, headers: head.headers.map { ($0.name, $0.value) },
                 body: body, connection: connection)
             request.httpMajorVersion = head.version.major
+            request.clientCertificateSubject = Self.clientCertificateSubject(context.channel)
             self.head = nil
             body = []
             // An HTTP/2 stream ends with its response; its connection goes on.
             let keepAlive = head.version.major >= 2 || head.isKeepAlive
             handler(request, ResponseWriter(channel: context.channel, keepAlive: keepAlive))
         }
+    }
+
+    /// The subject of the client certificate on `channel`'s TLS connection: the channel's own,
+    /// or for an HTTP/2 stream its parent's (an HTTP/1 channel's parent is the listening socket,
+    /// maybe on another event loop).
+    private static func clientCertificateSubject(_ channel: any Channel) -> String? {
+        func peerCertificate(_ channel: any Channel) -> NIOSSLCertificate? {
+            guard channel.eventLoop.inEventLoop else { return nil }
+            return try? channel.pipeline.syncOperations.nioSSL_peerCertificate()
+        }
+        guard let certificate = peerCertificate(channel) ?? channel.parent.flatMap(peerCertificate),
+            let decoded = try? Certificate(derEncoded: certificate.toDERBytes())
+        else { return nil }
+        return String(describing: decoded.subject)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {

@@ -90,7 +90,11 @@ struct UpstreamConfigurationTests {
         let upstream = try UpstreamConfiguration.fromKubeconfig(file: directory + "/config")
         #expect(upstream.port == 443)
         #expect(upstream.certificateAuthorityPEM == pem)
-        #expect(upstream.credential == .clientCertificate(certificatePEM: "CERT", privateKeyPEM: "KEY"))
+        #expect(
+            upstream.credential
+                == .clientCertificate(
+                    certificatePEM: "CERT", privateKeyPEM: "KEY", certificateFile: directory + "/client.crt",
+                    keyFile: directory + "/client.key"))
     }
 
     @Test(

@@ -29,6 +29,9 @@ struct ProxyHarness {
     let reloadStatus: CurrentReloadStatus
     /// The HTTPS listener's certificate files and their CA, when the harness serves TLS.
     let serving: ServingFiles?
+    /// The proxy's credentials for the API server and its connections there.
+    let credentials: UpstreamCredentials
+    let pool: UpstreamConnectionPool
 
     var baseURL: String { serving == nil ? "http://127.0.0.1:\(port)" : "https://127.0.0.1:\(port)" }
 
@@ -78,6 +81,10 @@ struct ProxyHarness {
         /// Upstream port override (for an API server that is not there).
         var upstreamPort: Int?
         var upstreamCAPEM: String?
+        /// The proxy's credential for the API server; nil: the stand-in's bearer token.
+        var upstreamCredential: UpstreamCredential?
+        /// The stand-in API server requires a client certificate signed by this authority.
+        var upstreamClientCertificateAuthority: TestCertificateAuthority?
         var waitForKeys = true
         var metricsListener = false
         var readiness = ReadinessPolicy.all
@@ -94,7 +101,8 @@ struct ProxyHarness {
     ) async throws -> T {
         let issuer = try await StandInIssuer()
         let api = try await StandInAPIServer(
-            http2: options.upstreamHTTP2, http2MaximumStreams: options.upstreamHTTP2MaximumStreams)
+            http2: options.upstreamHTTP2, http2MaximumStreams: options.upstreamHTTP2MaximumStreams,
+            clientCertificateAuthority: options.upstreamClientCertificateAuthority)
         issuer.setAvailable(options.issuerAvailableAtStart)
         let issuerConfiguration = options.mapIssuer(
             IssuerConfiguration(
@@ -116,17 +124,18 @@ struct ProxyHarness {
         let upstream = UpstreamConfiguration(
             host: "127.0.0.1", port: options.upstreamPort ?? api.port,
             certificateAuthorityPEM: options.upstreamCAPEM ?? api.certificateAuthority.certificatePEM,
-            credential: .bearerToken(api.expectedToken), source: "test")
+            credential: options.upstreamCredential ?? .bearerToken(api.expectedToken), source: "test")
         let credentials = try UpstreamCredentials(configuration: upstream)
         let group = MultiThreadedEventLoopGroup.singleton
+        let pool = UpstreamConnectionPool(
+            group: group, credentials: credentials, connectTimeout: options.upstreamConnectTimeout)
         let current = CurrentIssuers(issuers)
         let health = HealthEndpoints(issuers: current)
         let metrics = ProxyMetrics()
         let reloadStatus = CurrentReloadStatus()
         var gateway = GatewayContext(
             issuers: current,
-            pool: UpstreamConnectionPool(
-                group: group, credentials: credentials, connectTimeout: options.upstreamConnectTimeout), health: health,
+            pool: pool, health: health,
             logger: logger, responseHeadTimeout: options.responseHeadTimeout,
             requestHeadTimeout: options.requestHeadTimeout, maximumConnections: options.maximumConnections,
             reloadStatus: reloadStatus, metrics: metrics)
@@ -158,7 +167,7 @@ struct ProxyHarness {
             issuer: issuer, api: api, issuers: issuers, server: server, client: client,
             port: server.localAddress?.port ?? 0, current: current, health: health, metrics: metrics, logs: logs,
             metricsPort: metricsServer?.localAddress?.port, metricsServer: metricsServer, reloadStatus: reloadStatus,
-            serving: serving)
+            serving: serving, credentials: credentials, pool: pool)
         do {
             if options.waitForKeys { try await harness.waitUntilReady() }
             let result = try await body(harness)

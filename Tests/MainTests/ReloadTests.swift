@@ -45,6 +45,28 @@ struct ReloadTests {
         }
     }
 
+    @Test("a client certificate renewed in the kubeconfig's files is presented to the API server without a restart")
+    func renewedUpstreamClientCertificate() async throws {
+        let authority = try TestCertificateAuthority(commonName: "cluster client CA")
+        let first = RunningProxy.UpstreamClientCertificate(
+            authority: authority, identity: try authority.issueServerCertificate(commonName: "proxy-first"))
+        try await RunningProxy.run(upstreamClientCertificate: first) { proxy in
+            #expect(try await proxy.get().status == 200)
+            #expect(proxy.api.requests.last?.clientCertificateSubject == "CN=proxy-first")
+            #expect(proxy.api.requests.last?.values("Authorization") == [])
+
+            let renewed = try authority.issueServerCertificate(commonName: "proxy-renewed")
+            try renewed.certificatePEM.write(
+                to: proxy.directory.appendingPathComponent("client.crt"), atomically: true, encoding: .utf8)
+            try renewed.privateKeyPEM.write(
+                to: proxy.directory.appendingPathComponent("client.key"), atomically: true, encoding: .utf8)
+            try await proxy.waitForLog(["re-read the upstream client certificate"])
+            // The connection the first request left idle is not reused.
+            #expect(try await proxy.get().status == 200)
+            #expect(proxy.api.requests.last?.clientCertificateSubject == "CN=proxy-renewed")
+        }
+    }
+
     @Test("flags only: SIGHUP re-applies the flags and the proxy keeps serving")
     func hangUpInFlagsOnlyMode() async throws {
         try await RunningProxy.run(groupsPrefix: "seed:", flagsOnly: true) { proxy in

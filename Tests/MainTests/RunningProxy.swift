@@ -18,13 +18,22 @@ final class RunningProxy: Sendable {
     /// `configAt` puts it (a ConfigMap-style layout); or, with `flagsOnly`, the seed's flags.
     private static func start(
         configAt: ((URL, String) throws -> String)?, groupsPrefix: String, flagsOnly: Bool, upstreamHTTP2: Bool,
-        unprivileged: Bool
+        unprivileged: Bool, upstreamClientCertificate: UpstreamClientCertificate?
     ) async throws -> RunningProxy {
         let issuer = try await StandInIssuer()
-        let api = try await StandInAPIServer(http2: upstreamHTTP2)
+        let api = try await StandInAPIServer(
+            http2: upstreamHTTP2, clientCertificateAuthority: upstreamClientCertificate?.authority)
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("kip-reload-\(UUID())")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let kubeconfig = api.kubeconfig
+        var kubeconfig = api.kubeconfig
+        if let upstreamClientCertificate {
+            try upstreamClientCertificate.identity.certificatePEM.write(
+                to: directory.appendingPathComponent("client.crt"), atomically: true, encoding: .utf8)
+            try upstreamClientCertificate.identity.privateKeyPEM.write(
+                to: directory.appendingPathComponent("client.key"), atomically: true, encoding: .utf8)
+            kubeconfig = kubeconfig.replacingOccurrences(
+                of: "{token: \(api.expectedToken)}", with: "{client-certificate: client.crt, client-key: client.key}")
+        }
         try kubeconfig.write(to: directory.appendingPathComponent("kubeconfig"), atomically: true, encoding: .utf8)
         var arguments: [String]
         if flagsOnly {
@@ -58,16 +67,25 @@ final class RunningProxy: Sendable {
         return proxy
     }
 
+    /// The proxy's client certificate for the API server, written to `client.crt` and
+    /// `client.key` beside the kubeconfig, and the authority the stand-in then requires.
+    struct UpstreamClientCertificate {
+        var authority: TestCertificateAuthority
+        var identity: ServerIdentity
+    }
+
     /// Starts a proxy (as `start` does), runs `body` with it, and stops it whatever happens.
     /// With `upstreamHTTP2`, the stand-in API server offers HTTP/2 as kube-apiserver does; with
-    /// `unprivileged`, the proxy runs as the container image's user (see `ProxyBinary.start`).
+    /// `unprivileged`, the proxy runs as the container image's user (see `ProxyBinary.start`);
+    /// with `upstreamClientCertificate`, the kubeconfig gives it a client certificate in files.
     static func run(
         configAt: ((URL, String) throws -> String)? = nil, groupsPrefix: String = "v1:", flagsOnly: Bool = false,
-        upstreamHTTP2: Bool = false, unprivileged: Bool = false, _ body: (RunningProxy) async throws -> Void
+        upstreamHTTP2: Bool = false, unprivileged: Bool = false,
+        upstreamClientCertificate: UpstreamClientCertificate? = nil, _ body: (RunningProxy) async throws -> Void
     ) async throws {
         let proxy = try await start(
             configAt: configAt, groupsPrefix: groupsPrefix, flagsOnly: flagsOnly, upstreamHTTP2: upstreamHTTP2,
-            unprivileged: unprivileged)
+            unprivileged: unprivileged, upstreamClientCertificate: upstreamClientCertificate)
         do {
             try await body(proxy)
         } catch {

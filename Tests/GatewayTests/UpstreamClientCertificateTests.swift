@@ -1,0 +1,209 @@
+import Config
+import Foundation
+import Testbed
+import Testing
+
+@testable import Gateway
+
+/// The proxy's own TLS client certificate for the API server (a kubeconfig's
+/// `client-certificate` and `client-key`), against a stand-in that requires one, as
+/// kube-apiserver's `--client-ca-file` does.
+@Suite("Client certificate to the API server")
+struct UpstreamClientCertificateTests {
+    /// A client certificate and key written to files, as a kubeconfig names them.
+    private struct ClientFiles {
+        let directory: String
+        var certificate: String { directory + "/client.crt" }
+        var key: String { directory + "/client.key" }
+
+        init() throws {
+            directory = FileManager.default.temporaryDirectory.appendingPathComponent("kip-client-\(UUID())").path
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        }
+
+        /// Replaces the files (each by a rename, as a Secret update swaps them).
+        func write(_ identity: ServerIdentity) throws {
+            try writeCertificate(identity)
+            try identity.privateKeyPEM.write(toFile: key, atomically: true, encoding: .utf8)
+        }
+
+        /// Replaces the certificate file only.
+        func writeCertificate(_ identity: ServerIdentity) throws {
+            try identity.certificatePEM.write(toFile: certificate, atomically: true, encoding: .utf8)
+        }
+
+        func credential(_ identity: ServerIdentity) -> UpstreamCredential {
+            .clientCertificate(
+                certificatePEM: identity.certificatePEM, privateKeyPEM: identity.privateKeyPEM,
+                certificateFile: certificate, keyFile: key)
+        }
+
+        func remove() { try? FileManager.default.removeItem(atPath: directory) }
+    }
+
+    private static func options(
+        _ authority: TestCertificateAuthority, _ credential: UpstreamCredential, http2: Bool = false
+    ) -> ProxyHarness.Options {
+        var options = ProxyHarness.Options()
+        options.upstreamClientCertificateAuthority = authority
+        options.upstreamCredential = credential
+        options.upstreamHTTP2 = http2
+        return options
+    }
+
+    /// The subject of the client certificate the stand-in saw with the latest request.
+    private static func lastSubject(_ harness: ProxyHarness) -> String? {
+        harness.api.requests.last?.clientCertificateSubject
+    }
+
+    /// Opens a watch through the proxy and waits for its first event.
+    private static func openWatch(_ harness: ProxyHarness, token: String) async throws -> RawConnection {
+        let watch = try await RawConnection.connect(port: harness.port)
+        try await watch.send(
+            "GET /api/v1/namespaces?watch=true HTTP/1.1\r\nHost: p\r\nAuthorization: Bearer \(token)\r\n\r\n")
+        #expect(try await watch.wait { $0.text.contains("ADDED") }, "got: \(watch.text)")
+        return watch
+    }
+
+    /// Runs `body` with a proxy whose client certificate (`CN=proxy-first`) and key are files,
+    /// and the authority the API server trusts for renewed ones.
+    private static func withCertificateFiles(
+        http2: Bool = false, _ body: (ProxyHarness, ClientFiles, TestCertificateAuthority) async throws -> Void
+    ) async throws {
+        let authority = try TestCertificateAuthority(commonName: "cluster client CA")
+        let first = try authority.issueServerCertificate(commonName: "proxy-first")
+        let files = try ClientFiles()
+        defer { files.remove() }
+        try files.write(first)
+        try await ProxyHarness.run(Self.options(authority, files.credential(first), http2: http2)) { harness in
+            try await body(harness, files, authority)
+        }
+    }
+
+    @Test("the proxy presents its client certificate, and no token, to an API server that requires one")
+    func presentsCertificate() async throws {
+        let authority = try TestCertificateAuthority(commonName: "cluster client CA")
+        let identity = try authority.issueServerCertificate(commonName: "kube-impersonate-proxy")
+        let credential = UpstreamCredential.clientCertificate(
+            certificatePEM: identity.certificatePEM, privateKeyPEM: identity.privateKeyPEM)
+        try await ProxyHarness.run(Self.options(authority, credential)) { harness in
+            #expect(!harness.credentials.hasClientCertificateFiles)
+            let response = try await harness.get("/api/v1/namespaces", token: try harness.issuer.mint())
+            #expect(response.status == 200, "\(response.body)")
+            let request = try #require(harness.api.requests.last)
+            #expect(request.clientCertificateSubject == "CN=kube-impersonate-proxy")
+            #expect(request.values("Authorization").isEmpty)
+            #expect(request.values("Impersonate-User") == ["alice@example.com"])
+            // Inline data has no file to re-read.
+            #expect(!harness.credentials.reloadClientCertificateIfChanged(logger: harness.logs.logger()))
+        }
+    }
+
+    @Test(
+        "a client certificate renewed in its files is presented on new connections, while a watch opened before runs on"
+    )
+    func renewedCertificate() async throws {
+        try await Self.withCertificateFiles(http2: true) { harness, files, authority in
+            let token = try harness.issuer.mint()
+            #expect(harness.credentials.hasClientCertificateFiles)
+            #expect(try await harness.get("/api/v1/namespaces", token: token).status == 200)
+            #expect(Self.lastSubject(harness) == "CN=proxy-first")
+            // A watch, on an HTTP/2 connection to the API server.
+            let watch = try await Self.openWatch(harness, token: token)
+            #expect(Self.lastSubject(harness) == "CN=proxy-first")
+
+            let logger = harness.logs.logger()
+            #expect(!harness.credentials.reloadClientCertificateIfChanged(logger: logger), "nothing changed yet")
+            let renewed = try authority.issueServerCertificate(commonName: "proxy-renewed")
+            try files.write(renewed)
+            #expect(harness.credentials.reloadClientCertificateIfChanged(logger: logger))
+            await harness.pool.retireConnections()
+            #expect(harness.logs.all.contains { $0.message == "re-read the upstream client certificate" })
+
+            // An ordinary request and a second watch both go on new connections.
+            #expect(try await harness.get("/api/v1/namespaces", token: token).status == 200)
+            #expect(Self.lastSubject(harness) == "CN=proxy-renewed")
+            let second = try await Self.openWatch(harness, token: token)
+            #expect(Self.lastSubject(harness) == "CN=proxy-renewed")
+            let watchConnections = Set(harness.api.requests.filter { $0.uri.contains("watch") }.map(\.connection))
+            #expect(watchConnections.count == 2, "the second watch must not join the retired connection")
+
+            // The first watch was not cut: it gets its last event and ends cleanly.
+            harness.api.releaseWatches()
+            for connection in [watch, second] {
+                #expect(try await connection.wait { $0.text.hasSuffix("0\r\n\r\n") }, "got: \(connection.text)")
+                #expect(connection.text.contains("MODIFIED"))
+                await connection.close()
+            }
+        }
+    }
+
+    @Test("a request under way when the certificate is renewed finishes, and its connection is not reused")
+    func requestUnderWayAtRenewal() async throws {
+        try await Self.withCertificateFiles { harness, files, authority in
+            let token = try harness.issuer.mint()
+            async let slow = harness.get("/testbed/delay?ms=500", token: token)
+            try await Task.sleep(for: .milliseconds(200))
+            let renewed = try authority.issueServerCertificate(commonName: "proxy-renewed")
+            try files.write(renewed)
+            #expect(harness.credentials.reloadClientCertificateIfChanged(logger: harness.logs.logger()))
+            await harness.pool.retireConnections()
+            #expect(try await slow.status == 200)
+            #expect(Self.lastSubject(harness) == "CN=proxy-first")
+            #expect(try await harness.get("/api/v1/namespaces", token: token).status == 200)
+            #expect(Self.lastSubject(harness) == "CN=proxy-renewed")
+            #expect(Set(harness.api.requests.map(\.connection)).count == 2)
+        }
+    }
+
+    @Test("a renewed certificate whose key does not match, or a missing file, is logged and the current pair stays")
+    func badRenewalKeepsCurrentPair() async throws {
+        try await Self.withCertificateFiles { harness, files, authority in
+            let token = try harness.issuer.mint()
+            let logger = harness.logs.logger()
+            // cert-manager updates a Secret's files together, but a hand-made update may land the
+            // certificate before its key.
+            let next = try authority.issueServerCertificate(commonName: "proxy-next")
+            try files.writeCertificate(next)
+            #expect(!harness.credentials.reloadClientCertificateIfChanged(logger: logger))
+            let warning = try #require(
+                harness.logs.all.first { $0.message.contains("does not load; keeping the current one") })
+            #expect(warning.level == .warning)
+            #expect(warning.text.contains(files.certificate), "\(warning.text)")
+            #expect(warning.text.contains("does the client key match the certificate?"), "\(warning.text)")
+            // Reported once, not at every poll.
+            #expect(!harness.credentials.reloadClientCertificateIfChanged(logger: logger))
+            #expect(harness.logs.all.filter { $0.message.contains("does not load") }.count == 1)
+            await harness.pool.retireConnections()
+            #expect(try await harness.get("/api/v1/namespaces", token: token).status == 200)
+            #expect(Self.lastSubject(harness) == "CN=proxy-first")
+
+            try FileManager.default.removeItem(atPath: files.key)
+            #expect(!harness.credentials.reloadClientCertificateIfChanged(logger: logger))
+            #expect(harness.logs.all.contains { $0.message.contains("cannot re-read the upstream client certificate") })
+
+            // The key lands: the pair loads.
+            try files.write(next)
+            #expect(harness.credentials.reloadClientCertificateIfChanged(logger: logger))
+            await harness.pool.retireConnections()
+            #expect(try await harness.get("/api/v1/namespaces", token: token).status == 200)
+            #expect(Self.lastSubject(harness) == "CN=proxy-next")
+        }
+    }
+
+    @Test("a client key that does not match its certificate at start is an error naming the file")
+    func mismatchedPairAtStart() throws {
+        let authority = try TestCertificateAuthority(commonName: "cluster client CA")
+        let certificate = try authority.issueServerCertificate(commonName: "proxy")
+        let key = try authority.issueServerCertificate(commonName: "other")
+        let configuration = UpstreamConfiguration(
+            host: "127.0.0.1", port: 6443, certificateAuthorityPEM: authority.certificatePEM,
+            credential: .clientCertificate(
+                certificatePEM: certificate.certificatePEM, privateKeyPEM: key.privateKeyPEM),
+            source: "/etc/proxy/kubeconfig")
+        let error = #expect(throws: ConfigurationError.self) { try UpstreamCredentials(configuration: configuration) }
+        let message = "\(error.map { "\($0)" } ?? "")"
+        #expect(message.contains("/etc/proxy/kubeconfig"), "\(message)")
+        #expect(message.contains("does the client key match the certificate?"), "\(message)")
+    }
+}
