@@ -1,15 +1,16 @@
 import NIOCore
 import NIOSSL
 
-/// Ends a TLS connection the proxy closes as soon as the client has answered the close.
+/// Ends a TLS connection the proxy closes as soon as the peer has answered the close.
 ///
-/// The listener allows half-closure (for upgraded sessions), and with it `NIOSSLHandler` does
-/// not finish a close it began when the client answers: the client's `close_notify`, and then its
-/// FIN, reach the handlers behind TLS as an end of input, and the connection stays open until
-/// TLS's shutdown timeout (5 s) runs out. Every connection the proxy closed (an idle one, one
-/// answered `Connection: close`, those left at a shutdown's deadline) held its socket, and its
-/// place under the connection cap, that long. Go's TLS closes at once after its own
-/// `close_notify`.
+/// The listener and the connections to the API server allow half-closure (for upgraded
+/// sessions), and with it `NIOSSLHandler` does not finish a close it began when the peer
+/// answers: the peer's `close_notify`, and then its FIN, reach the handlers behind TLS as an end
+/// of input, and the connection stays open until TLS's shutdown timeout (5 s) runs out. Every
+/// connection the proxy closed (an idle one, one answered `Connection: close`, those left at a
+/// shutdown's deadline, an API server connection the pool let go) held its socket, and on the
+/// listener its place under the connection cap, that long. Go's TLS closes at once after its
+/// own `close_notify`.
 ///
 /// Sits right behind the TLS handler. Once a close of the whole connection has begun, an end of
 /// input closes the socket underneath TLS: both sides have said they are done.
@@ -30,7 +31,7 @@ final class TLSCloseCompletion: ChannelDuplexHandler {
             return
         }
         // Closed from TLS's own place in the pipeline, the close goes to the socket.
-        let tls = try? context.pipeline.syncOperations.context(handlerType: NIOSSLServerHandler.self)
+        let tls = try? context.pipeline.syncOperations.context(handlerType: NIOSSLHandler.self)
         tls?.close(promise: nil)
     }
 }

@@ -289,6 +289,7 @@ final class LoopPool {
                 channel.eventLoop.makeCompletedFuture {
                     let tls = try NIOSSLClientHandler(context: context, serverHostname: credentials.serverHostname)
                     try channel.pipeline.syncOperations.addHandler(tls)
+                    try channel.pipeline.syncOperations.addHandler(TLSCloseCompletion())
                     try configure(channel.pipeline.syncOperations)
                 }
             }

@@ -23,10 +23,20 @@ public final class UpstreamCredentials: Sendable {
         var http1: NIOSSLContext
         /// The same, offering HTTP/2 first by ALPN.
         var multiplexing: NIOSSLContext
-        /// The client certificate and key files' bytes the contexts were made from (or last
-        /// failed to be made from, so that a bad pair is reported once).
-        var certificateFileBytes: [UInt8]?
-        var keyFileBytes: [UInt8]?
+        /// The client certificate and key bytes the contexts were made from, or last failed to
+        /// be made from: a pair that does not load is reported once, not at every poll.
+        var client: ClientPair?
+        /// The last failure to read the files, reported once while it lasts.
+        var readError: String?
+    }
+
+    /// A client certificate chain and key, PEM, and where each came from (for errors).
+    private struct ClientPair: Equatable {
+        var certificate: [UInt8]
+        var key: [UInt8]
+        /// A file, or the kubeconfig's `client-certificate-data` / `client-key-data`.
+        var certificateSource: String
+        var keySource: String
     }
 
     public init(configuration: UpstreamConfiguration) throws(ConfigurationError) {
@@ -44,10 +54,16 @@ public final class UpstreamCredentials: Sendable {
         if configuration.insecureSkipTLSVerify { tls.certificateVerification = .none }
         self.baseTLS = tls
         var initialToken: String?
-        var client: (certificate: [UInt8], key: [UInt8])?
+        var client: ClientPair?
         switch configuration.credential {
-        case .clientCertificate(let certificatePEM, let keyPEM, _, _):
-            client = (Array(certificatePEM.utf8), Array(keyPEM.utf8))
+        case .clientCertificate(let certificatePEM, let keyPEM, let certificateFile, let keyFile):
+            // The files as they are now, byte for byte, so that the first poll compares like
+            // with like; the configuration's text if a file has gone since it was read.
+            client = ClientPair(
+                certificate: certificateFile.flatMap { try? Self.readBytes($0) } ?? Array(certificatePEM.utf8),
+                key: keyFile.flatMap { try? Self.readBytes($0) } ?? Array(keyPEM.utf8),
+                certificateSource: certificateFile ?? "\(configuration.source): client-certificate-data",
+                keySource: keyFile ?? "\(configuration.source): client-key-data")
         case .bearerToken(let value):
             initialToken = value
         case .bearerTokenFile(let path):
@@ -55,11 +71,8 @@ public final class UpstreamCredentials: Sendable {
         case .none:
             break
         }
-        let pair = try Self.makeContexts(tls, certificate: client?.certificate, key: client?.key, source: source)
-        self.contexts = NIOLockedValueBox(
-            Contexts(
-                http1: pair.http1, multiplexing: pair.multiplexing, certificateFileBytes: client?.certificate,
-                keyFileBytes: client?.key))
+        let pair = try Self.makeContexts(tls, client: client, source: source)
+        self.contexts = NIOLockedValueBox(Contexts(http1: pair.http1, multiplexing: pair.multiplexing, client: client))
         let hostname = configuration.tlsServerName ?? configuration.host
         self.serverHostname = Self.isIPAddress(hostname) ? nil : hostname
         self.authority =
@@ -85,82 +98,90 @@ public final class UpstreamCredentials: Sendable {
 
     /// Re-reads the client certificate and key files; when either changed and the new pair
     /// loads, new connections present it. A pair that does not load (a key that does not match
-    /// the certificate, caught between two file updates) is logged once and the current pair
-    /// stays. Returns whether the pair in use changed.
+    /// the certificate, caught between two file updates) or a file that cannot be read is
+    /// logged once and the current pair stays. Returns whether the pair in use changed.
     @discardableResult
     public func reloadClientCertificateIfChanged(logger: Logger) -> Bool {
-        guard
-            case .clientCertificate(let certificatePEM, let keyPEM, let certificateFile, let keyFile) =
-                configuration.credential, certificateFile != nil || keyFile != nil
+        guard let current = contexts.withLockedValue({ $0.client }), hasClientCertificateFiles,
+            case .clientCertificate(_, _, let certificateFile, let keyFile) = configuration.credential
         else { return false }
-        let certificate: [UInt8]
-        let key: [UInt8]
-        do {
-            certificate = try certificateFile.map { try Self.readBytes($0) } ?? Array(certificatePEM.utf8)
-            key = try keyFile.map { try Self.readBytes($0) } ?? Array(keyPEM.utf8)
-        } catch {
-            logger.warning(
-                "cannot re-read the upstream client certificate; keeping the current one",
-                metadata: ["error": "\(error)"])
-            return false
-        }
-        let unchanged = contexts.withLockedValue {
-            (certificateFile == nil || $0.certificateFileBytes == certificate)
-                && (keyFile == nil || $0.keyFileBytes == key)
-        }
-        if unchanged { return false }
-        let source = certificateFile ?? keyFile ?? configuration.source
-        do {
-            let pair = try Self.makeContexts(baseTLS, certificate: certificate, key: key, source: source)
-            contexts.withLockedValue {
-                $0 = Contexts(
-                    http1: pair.http1, multiplexing: pair.multiplexing, certificateFileBytes: certificate,
-                    keyFileBytes: key)
+        // Twice at most: a Secret's update may land between the reads of its two files, which
+        // then do not match; read again at once, they do.
+        for attempt in 1...2 {
+            var fresh = current
+            do {
+                if let certificateFile { fresh.certificate = try Self.readBytes(certificateFile) }
+                if let keyFile { fresh.key = try Self.readBytes(keyFile) }
+            } catch {
+                let message = "\(error)"
+                let isNew = contexts.withLockedValue { contexts in
+                    defer { contexts.readError = message }
+                    return contexts.readError != message
+                }
+                if isNew {
+                    logger.warning(
+                        "cannot re-read the upstream client certificate; keeping the current one",
+                        metadata: ["error": "\(message)"])
+                }
+                return false
             }
-            logger.info("re-read the upstream client certificate", metadata: ["file": "\(source)"])
-            return true
-        } catch {
-            contexts.withLockedValue {
-                $0.certificateFileBytes = certificate
-                $0.keyFileBytes = key
+            let known = contexts.withLockedValue { contexts in
+                contexts.readError = nil
+                return contexts.client == fresh
             }
-            logger.warning(
-                "the new upstream client certificate does not load; keeping the current one",
-                metadata: ["error": "\(error)"])
-            return false
+            if known { return false }
+            do {
+                let pair = try Self.makeContexts(baseTLS, client: fresh, source: configuration.source)
+                contexts.withLockedValue {
+                    $0 = Contexts(http1: pair.http1, multiplexing: pair.multiplexing, client: fresh)
+                }
+                return true
+            } catch {
+                if attempt == 1 { continue }
+                contexts.withLockedValue { $0.client = fresh }
+                logger.warning(
+                    "the new upstream client certificate does not load; keeping the current one",
+                    metadata: ["error": "\(error)"])
+            }
         }
+        return false
     }
 
-    /// Re-reads the client certificate files every `interval` until cancelled; `changed` runs
-    /// after each change (to retire the connections made with the old certificate).
+    /// Re-reads the client certificate files every `interval` until cancelled. After a change,
+    /// `changed` retires the connections made with the old certificate, then the change is logged.
     public func runClientCertificateRefresh(
         every interval: Duration = .seconds(2), logger: Logger, changed: @Sendable () async -> Void
     ) async {
         guard hasClientCertificateFiles else { return }
         while !Task.isCancelled {
             try? await Task.sleep(for: interval)
-            if reloadClientCertificateIfChanged(logger: logger) { await changed() }
+            guard reloadClientCertificateIfChanged(logger: logger) else { continue }
+            await changed()
+            logger.info(
+                "presenting the renewed upstream client certificate on new connections",
+                metadata: ["file": "\(contexts.withLockedValue { $0.client?.certificateSource ?? "" })"])
         }
     }
 
     /// The contexts for HTTP/1.1 and for HTTP/2 first, with the client certificate and key
-    /// when given.
+    /// when given. Errors name the file (or kubeconfig field) at fault.
     private static func makeContexts(
-        _ base: TLSConfiguration, certificate: [UInt8]?, key: [UInt8]?, source: String
+        _ base: TLSConfiguration, client: ClientPair?, source: String
     ) throws(ConfigurationError) -> (http1: NIOSSLContext, multiplexing: NIOSSLContext) {
         var tls = base
-        if let certificate, let key {
-            let chain: [NIOSSLCertificate]
+        if let client {
             do {
-                chain = try NIOSSLCertificate.fromPEMBytes(certificate)
-                tls.privateKey = .privateKey(try NIOSSLPrivateKey(bytes: key, format: .pem))
+                tls.certificateChain = try NIOSSLCertificate.fromPEMBytes(client.certificate).map { .certificate($0) }
             } catch {
-                throw ConfigurationError(source, "the client certificate or key is not valid PEM: \(error)")
+                throw ConfigurationError(
+                    client.certificateSource,
+                    "not a PEM client certificate (a CERTIFICATE block is needed): \(error)")
             }
-            guard !chain.isEmpty else {
-                throw ConfigurationError(source, "the client certificate file holds no certificate")
+            do {
+                tls.privateKey = .privateKey(try NIOSSLPrivateKey(bytes: client.key, format: .pem))
+            } catch {
+                throw ConfigurationError(client.keySource, "not a PEM private key: \(error)")
             }
-            tls.certificateChain = chain.map { .certificate($0) }
         }
         do {
             tls.applicationProtocols = ["http/1.1"]
@@ -168,8 +189,11 @@ public final class UpstreamCredentials: Sendable {
             tls.applicationProtocols = ["h2", "http/1.1"]
             return (http1, try NIOSSLContext(configuration: tls))
         } catch {
-            let what = certificate == nil ? "" : " (does the client key match the certificate?)"
-            throw ConfigurationError(source, "cannot set up TLS to the API server\(what): \(error)")
+            guard let client else { throw ConfigurationError(source, "cannot set up TLS to the API server: \(error)") }
+            throw ConfigurationError(
+                client.certificateSource,
+                "the certificate and the key in \(client.keySource) do not form a usable pair "
+                    + "(does the client key match the certificate?): \(error)")
         }
     }
 

@@ -52,6 +52,26 @@ struct ConnectionLifetimeTests {
             #expect(after.splice == baseline.splice, "splice ends still alive: \(after.splice - baseline.splice)")
         }
     }
+
+    @Test("an API server connection the proxy lets go is closed once the server answers, not after TLS's 5 s timeout")
+    func upstreamConnectionClosesPromptly() async throws {
+        try await ProxyHarness.run { harness in
+            #expect(try await harness.get("/api/v1/namespaces", token: try harness.issuer.mint()).status == 200)
+            // The proxy's end of its idle connection to the API server.
+            let upstream = { try TCPKeepAliveTests.sockets().filter { $0.remotePort == harness.api.port } }
+            #expect(try upstream().contains { $0.state == 1 })
+            let started = ContinuousClock.now
+            harness.pool.closeIdleConnections()
+            // Established, or close-wait: the server has answered the close and this end holds on.
+            while try upstream().contains(where: { $0.state == 1 || $0.state == 8 }),
+                ContinuousClock.now - started < .seconds(8)
+            {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            #expect(try !upstream().contains { $0.state == 1 || $0.state == 8 })
+            #expect(ContinuousClock.now - started < .seconds(2), "the close waited for TLS's shutdown timeout")
+        }
+    }
 }
 
 @Suite("Draining client connections")

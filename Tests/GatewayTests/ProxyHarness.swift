@@ -32,6 +32,8 @@ struct ProxyHarness {
     /// The proxy's credentials for the API server and its connections there.
     let credentials: UpstreamCredentials
     let pool: UpstreamConnectionPool
+    /// The proxy's own event loops, when `Options.singleEventLoop` asked for them.
+    let ownGroup: MultiThreadedEventLoopGroup?
 
     var baseURL: String { serving == nil ? "http://127.0.0.1:\(port)" : "https://127.0.0.1:\(port)" }
 
@@ -86,6 +88,9 @@ struct ProxyHarness {
         /// The stand-in API server requires a client certificate signed by this authority.
         var upstreamClientCertificateAuthority: TestCertificateAuthority?
         var waitForKeys = true
+        /// The proxy (and the test's client) on one event loop of their own: every client
+        /// connection then shares one upstream pool.
+        var singleEventLoop = false
         var metricsListener = false
         var readiness = ReadinessPolicy.all
         /// More issuers, each with its own stand-in (named by the configuration).
@@ -126,7 +131,8 @@ struct ProxyHarness {
             certificateAuthorityPEM: options.upstreamCAPEM ?? api.certificateAuthority.certificatePEM,
             credential: options.upstreamCredential ?? .bearerToken(api.expectedToken), source: "test")
         let credentials = try UpstreamCredentials(configuration: upstream)
-        let group = MultiThreadedEventLoopGroup.singleton
+        let ownGroup = options.singleEventLoop ? MultiThreadedEventLoopGroup(numberOfThreads: 1) : nil
+        let group = ownGroup ?? MultiThreadedEventLoopGroup.singleton
         let pool = UpstreamConnectionPool(
             group: group, credentials: credentials, connectTimeout: options.upstreamConnectTimeout)
         let current = CurrentIssuers(issuers)
@@ -167,7 +173,7 @@ struct ProxyHarness {
             issuer: issuer, api: api, issuers: issuers, server: server, client: client,
             port: server.localAddress?.port ?? 0, current: current, health: health, metrics: metrics, logs: logs,
             metricsPort: metricsServer?.localAddress?.port, metricsServer: metricsServer, reloadStatus: reloadStatus,
-            serving: serving, credentials: credentials, pool: pool)
+            serving: serving, credentials: credentials, pool: pool, ownGroup: ownGroup)
         do {
             if options.waitForKeys { try await harness.waitUntilReady() }
             let result = try await body(harness)
@@ -196,6 +202,7 @@ struct ProxyHarness {
         await api.stop()
         await issuer.stop()
         if let serving { try? FileManager.default.removeItem(atPath: serving.directory) }
+        try? await ownGroup?.shutdownGracefully()
     }
 
     /// A GET on the metrics listener.

@@ -13,28 +13,35 @@ import Testing
 /// so every connection failed there.
 @Suite("TCP options on client and API server connections")
 struct TCPKeepAliveTests {
-    /// An established socket in `/proc/net/tcp`: its ports, and its timer (kind, clock ticks left).
+    /// A socket in `/proc/net/tcp`: its ports, its state, and its timer (kind, clock ticks left).
     struct Socket {
         var localPort: Int
         var remotePort: Int
+        /// The kernel's TCP state: 1 established, 8 close-wait (the peer has closed, this end not yet).
+        var state: Int
         var timerKind: Int
         var timerTicks: Int
     }
 
-    static func establishedSockets() throws -> [Socket] {
+    /// Every IPv4 TCP socket of the machine.
+    static func sockets() throws -> [Socket] {
         // Read to the end: a file of /proc reports no size, and a busy table spans many reads.
         let file = try #require(FileHandle(forReadingAtPath: "/proc/net/tcp"))
         defer { try? file.close() }
         let table = String(decoding: try file.readToEnd() ?? Data(), as: UTF8.self)
         return table.split(separator: "\n").dropFirst().compactMap { line in
             let fields = line.split(separator: " ")
-            guard fields.count > 5, fields[3] == "01" else { return nil }  // ESTABLISHED
+            guard fields.count > 5 else { return nil }
             let port = { (address: Substring) in Int(address.split(separator: ":")[1], radix: 16) ?? -1 }
             let timer = fields[5].split(separator: ":")
             return Socket(
-                localPort: port(fields[1]), remotePort: port(fields[2]), timerKind: Int(timer[0], radix: 16) ?? -1,
-                timerTicks: Int(timer[1], radix: 16) ?? -1)
+                localPort: port(fields[1]), remotePort: port(fields[2]), state: Int(fields[3], radix: 16) ?? -1,
+                timerKind: Int(timer[0], radix: 16) ?? -1, timerTicks: Int(timer[1], radix: 16) ?? -1)
         }
+    }
+
+    static func establishedSockets() throws -> [Socket] {
+        try sockets().filter { $0.state == 1 }
     }
 
     /// A `TCP_NODELAY` or `SO_DEBUG` value of one of this process's connected sockets.

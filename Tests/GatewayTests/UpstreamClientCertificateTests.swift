@@ -41,6 +41,8 @@ struct UpstreamClientCertificateTests {
         func remove() { try? FileManager.default.removeItem(atPath: directory) }
     }
 
+    /// On one event loop: every client connection shares one upstream pool, so a connection
+    /// that should not be reused would be.
     private static func options(
         _ authority: TestCertificateAuthority, _ credential: UpstreamCredential, http2: Bool = false
     ) -> ProxyHarness.Options {
@@ -48,6 +50,7 @@ struct UpstreamClientCertificateTests {
         options.upstreamClientCertificateAuthority = authority
         options.upstreamCredential = credential
         options.upstreamHTTP2 = http2
+        options.singleEventLoop = true
         return options
     }
 
@@ -118,7 +121,6 @@ struct UpstreamClientCertificateTests {
             try files.write(renewed)
             #expect(harness.credentials.reloadClientCertificateIfChanged(logger: logger))
             await harness.pool.retireConnections()
-            #expect(harness.logs.all.contains { $0.message == "re-read the upstream client certificate" })
 
             // An ordinary request and a second watch both go on new connections.
             #expect(try await harness.get("/api/v1/namespaces", token: token).status == 200)
@@ -143,7 +145,9 @@ struct UpstreamClientCertificateTests {
         try await Self.withCertificateFiles { harness, files, authority in
             let token = try harness.issuer.mint()
             async let slow = harness.get("/testbed/delay?ms=500", token: token)
-            try await Task.sleep(for: .milliseconds(200))
+            while !harness.api.requests.contains(where: { $0.path == "/testbed/delay" }) {
+                try await Task.sleep(for: .milliseconds(10))
+            }
             let renewed = try authority.issueServerCertificate(commonName: "proxy-renewed")
             try files.write(renewed)
             #expect(harness.credentials.reloadClientCertificateIfChanged(logger: harness.logs.logger()))
@@ -170,6 +174,7 @@ struct UpstreamClientCertificateTests {
                 harness.logs.all.first { $0.message.contains("does not load; keeping the current one") })
             #expect(warning.level == .warning)
             #expect(warning.text.contains(files.certificate), "\(warning.text)")
+            #expect(warning.text.contains(files.key), "\(warning.text)")
             #expect(warning.text.contains("does the client key match the certificate?"), "\(warning.text)")
             // Reported once, not at every poll.
             #expect(!harness.credentials.reloadClientCertificateIfChanged(logger: logger))
@@ -180,7 +185,12 @@ struct UpstreamClientCertificateTests {
 
             try FileManager.default.removeItem(atPath: files.key)
             #expect(!harness.credentials.reloadClientCertificateIfChanged(logger: logger))
-            #expect(harness.logs.all.contains { $0.message.contains("cannot re-read the upstream client certificate") })
+            #expect(!harness.credentials.reloadClientCertificateIfChanged(logger: logger))
+            let unreadable = harness.logs.all.filter {
+                $0.message.contains("cannot re-read the upstream client certificate")
+            }
+            #expect(unreadable.count == 1, "reported once while the file stays missing")
+            #expect(unreadable.first?.text.contains(files.key) == true, "\(unreadable)")
 
             // The key lands: the pair loads.
             try files.write(next)
@@ -188,6 +198,36 @@ struct UpstreamClientCertificateTests {
             await harness.pool.retireConnections()
             #expect(try await harness.get("/api/v1/namespaces", token: token).status == 200)
             #expect(Self.lastSubject(harness) == "CN=proxy-next")
+        }
+    }
+
+    /// What a renewal can leave in the files: each is refused, naming the file at fault.
+    enum BadFile: String, CaseIterable, Sendable {
+        case emptyCertificate, keyInCertificateFile, keyNotPEM
+    }
+
+    @Test("a renewed file that is not what it should be is refused, naming that file", arguments: BadFile.allCases)
+    func badFileNamed(_ bad: BadFile) async throws {
+        try await Self.withCertificateFiles { harness, files, authority in
+            let other = try authority.issueServerCertificate(commonName: "proxy-other")
+            let faulty: String
+            switch bad {
+            case .emptyCertificate:
+                try "".write(toFile: files.certificate, atomically: true, encoding: .utf8)
+                faulty = files.certificate
+            case .keyInCertificateFile:
+                try other.privateKeyPEM.write(toFile: files.certificate, atomically: true, encoding: .utf8)
+                faulty = files.certificate
+            case .keyNotPEM:
+                try files.writeCertificate(other)
+                try "not a key".write(toFile: files.key, atomically: true, encoding: .utf8)
+                faulty = files.key
+            }
+            #expect(!harness.credentials.reloadClientCertificateIfChanged(logger: harness.logs.logger()))
+            let warning = try #require(harness.logs.all.first { $0.message.contains("does not load") })
+            #expect(warning.text.contains("error=\(faulty):"), "\(warning.text)")
+            #expect(try await harness.get("/api/v1/namespaces", token: try harness.issuer.mint()).status == 200)
+            #expect(Self.lastSubject(harness) == "CN=proxy-first")
         }
     }
 

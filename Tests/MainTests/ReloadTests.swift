@@ -51,19 +51,25 @@ struct ReloadTests {
         let first = RunningProxy.UpstreamClientCertificate(
             authority: authority, identity: try authority.issueServerCertificate(commonName: "proxy-first"))
         try await RunningProxy.run(upstreamClientCertificate: first) { proxy in
-            #expect(try await proxy.get().status == 200)
-            #expect(proxy.api.requests.last?.clientCertificateSubject == "CN=proxy-first")
-            #expect(proxy.api.requests.last?.values("Authorization") == [])
+            // Several requests, so that every event loop's pool is likely to hold an idle
+            // connection made with the first certificate.
+            for _ in 0..<6 { #expect(try await proxy.get().status == 200) }
+            let before = proxy.api.requests
+            #expect(before.allSatisfy { $0.clientCertificateSubject == "CN=proxy-first" })
+            #expect(before.allSatisfy { $0.values("Authorization").isEmpty })
 
             let renewed = try authority.issueServerCertificate(commonName: "proxy-renewed")
             try renewed.certificatePEM.write(
                 to: proxy.directory.appendingPathComponent("client.crt"), atomically: true, encoding: .utf8)
             try renewed.privateKeyPEM.write(
                 to: proxy.directory.appendingPathComponent("client.key"), atomically: true, encoding: .utf8)
-            try await proxy.waitForLog(["re-read the upstream client certificate"])
-            // The connection the first request left idle is not reused.
-            #expect(try await proxy.get().status == 200)
-            #expect(proxy.api.requests.last?.clientCertificateSubject == "CN=proxy-renewed")
+            try await proxy.waitForLog(["presenting the renewed upstream client certificate on new connections"])
+            proxy.api.resetRequests()
+            for _ in 0..<6 { #expect(try await proxy.get().status == 200) }
+            let after = proxy.api.requests
+            #expect(after.allSatisfy { $0.clientCertificateSubject == "CN=proxy-renewed" })
+            let reused = Set(before.map(\.connection)).intersection(after.map(\.connection))
+            #expect(reused.isEmpty, "connections made with the first certificate are not reused")
         }
     }
 
