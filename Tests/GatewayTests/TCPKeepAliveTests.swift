@@ -106,6 +106,27 @@ struct TCPKeepAliveTests {
         }
     }
 
+    @Test(
+        "keep-alive probes start after, and repeat every, 180 s on client connections and 30 s on API server connections"
+    )
+    func keepAlivePeriods() async throws {
+        try await Self.afterOneRequest { harness in
+            for option in [TCP_KEEPIDLE, TCP_KEEPINTVL] {
+                let sockets = try Self.connectedSockets(level: Int32(IPPROTO_TCP), option: option)
+                let accepted = sockets.filter { $0.localPort == harness.port }
+                let upstream = sockets.filter { $0.remotePort == harness.api.port }
+                #expect(!accepted.isEmpty && !upstream.isEmpty)
+                for socket in accepted {
+                    #expect(socket.value == Int32(TCPKeepAlive.clientPeriodSeconds), "option \(option): \(socket)")
+                }
+                for socket in upstream {
+                    #expect(socket.value == Int32(TCPKeepAlive.upstreamPeriodSeconds), "option \(option): \(socket)")
+                }
+            }
+            #expect(TCPKeepAlive.clientPeriodSeconds == 180 && TCPKeepAlive.upstreamPeriodSeconds == 30)
+        }
+    }
+
     @Test("an idle client connection and the idle pooled API server connection both run the keep-alive timer")
     func keepAliveOnBothSides() async throws {
         try await Self.afterOneRequest { harness in
