@@ -13,7 +13,10 @@ import NIOSSL
 /// own `close_notify`.
 ///
 /// Sits right behind the TLS handler. Once a close of the whole connection has begun, an end of
-/// input closes the socket underneath TLS: both sides have said they are done.
+/// input closes the socket underneath TLS: both sides have said they are done. `NIOSSLHandler`
+/// then still counts its close as unfinished: it fails the close's promise and reports
+/// `uncleanShutdown` to the handlers behind it, which only close again. So no caller may take a
+/// failed `close()` of such a connection for a failure.
 final class TLSCloseCompletion: ChannelDuplexHandler {
     typealias InboundIn = NIOAny
     typealias OutboundIn = NIOAny

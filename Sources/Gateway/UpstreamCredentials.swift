@@ -6,8 +6,8 @@ import NIOSSL
 
 /// The proxy's own way into the API server: the TLS contexts (CA, optional client certificate)
 /// and the bearer token. A token file is re-read while the proxy runs, so that a rotated
-/// projected service-account token is picked up without a restart; so are client certificate
-/// and key files, as client-go re-reads a kubeconfig's.
+/// projected service-account token is picked up without a restart; so are a kubeconfig's client
+/// certificate and key files, renewed in place by cert-manager or `kubeadm certs renew`.
 public final class UpstreamCredentials: Sendable {
     public let configuration: UpstreamConfiguration
     /// SNI and certificate name; nil for an IP address, which NIOSSL checks against the peer address.
@@ -23,9 +23,10 @@ public final class UpstreamCredentials: Sendable {
         var http1: NIOSSLContext
         /// The same, offering HTTP/2 first by ALPN.
         var multiplexing: NIOSSLContext
-        /// The client certificate and key bytes the contexts were made from, or last failed to
-        /// be made from: a pair that does not load is reported once, not at every poll.
+        /// The client certificate and key the contexts were made from.
         var client: ClientPair?
+        /// The last pair that did not load: reported once, not at every poll.
+        var rejected: ClientPair?
         /// The last failure to read the files, reported once while it lasts.
         var readError: String?
     }
@@ -127,7 +128,7 @@ public final class UpstreamCredentials: Sendable {
             }
             let known = contexts.withLockedValue { contexts in
                 contexts.readError = nil
-                return contexts.client == fresh
+                return contexts.client == fresh || contexts.rejected == fresh
             }
             if known { return false }
             do {
@@ -138,7 +139,7 @@ public final class UpstreamCredentials: Sendable {
                 return true
             } catch {
                 if attempt == 1 { continue }
-                contexts.withLockedValue { $0.client = fresh }
+                contexts.withLockedValue { $0.rejected = fresh }
                 logger.warning(
                     "the new upstream client certificate does not load; keeping the current one",
                     metadata: ["error": "\(error)"])
@@ -153,13 +154,16 @@ public final class UpstreamCredentials: Sendable {
         every interval: Duration = .seconds(2), logger: Logger, changed: @Sendable () async -> Void
     ) async {
         guard hasClientCertificateFiles else { return }
-        while !Task.isCancelled {
-            try? await Task.sleep(for: interval)
+        // Ends at cancellation (a graceful shutdown), not after one more round.
+        while (try? await Task.sleep(for: interval)) != nil {
             guard reloadClientCertificateIfChanged(logger: logger) else { continue }
             await changed()
+            let pair = contexts.withLockedValue { $0.client }
             logger.info(
                 "presenting the renewed upstream client certificate on new connections",
-                metadata: ["file": "\(contexts.withLockedValue { $0.client?.certificateSource ?? "" })"])
+                metadata: [
+                    "certificate": "\(pair?.certificateSource ?? "")", "key": "\(pair?.keySource ?? "")",
+                ])
         }
     }
 
@@ -212,8 +216,7 @@ public final class UpstreamCredentials: Sendable {
     /// Re-reads the token file every `interval` until cancelled; a failed read keeps the old token.
     public func runTokenRefresh(every interval: Duration = .seconds(30), logger: Logger) async {
         guard case .bearerTokenFile(let path) = configuration.credential else { return }
-        while !Task.isCancelled {
-            try? await Task.sleep(for: interval)
+        while (try? await Task.sleep(for: interval)) != nil {
             do {
                 let fresh = try Self.readToken(path)
                 let changed = token.withLockedValue { current in

@@ -167,6 +167,7 @@ struct UpstreamClientCertificateTests {
             let logger = harness.logs.logger()
             // cert-manager updates a Secret's files together, but a hand-made update may land the
             // certificate before its key.
+            let firstCertificate = try String(contentsOfFile: files.certificate, encoding: .utf8)
             let next = try authority.issueServerCertificate(commonName: "proxy-next")
             try files.writeCertificate(next)
             #expect(!harness.credentials.reloadClientCertificateIfChanged(logger: logger))
@@ -179,6 +180,10 @@ struct UpstreamClientCertificateTests {
             // Reported once, not at every poll.
             #expect(!harness.credentials.reloadClientCertificateIfChanged(logger: logger))
             #expect(harness.logs.all.filter { $0.message.contains("does not load") }.count == 1)
+            // Put back as it was, the pair in use is no change: nothing is retired.
+            try firstCertificate.write(toFile: files.certificate, atomically: true, encoding: .utf8)
+            #expect(!harness.credentials.reloadClientCertificateIfChanged(logger: logger))
+            try files.writeCertificate(next)
             await harness.pool.retireConnections()
             #expect(try await harness.get("/api/v1/namespaces", token: token).status == 200)
             #expect(Self.lastSubject(harness) == "CN=proxy-first")
