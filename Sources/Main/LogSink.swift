@@ -4,7 +4,7 @@ import NIOPosix
 
 /// Where log lines go: a file descriptor (standard error). A line logged on one of NIO's event
 /// loops joins that loop's batch, which is written with one `write(2)` when the loop has
-/// finished its current round of I/O: a loop that served many requests in one wake-up writes
+/// finished its current round of I/O and flushed what the round wrote: a loop that served many requests in one wake-up writes
 /// their access-log lines together instead of making a system call for each. A line logged
 /// anywhere else is written at once. Every write holds one process-wide lock, so lines never
 /// interleave; `flush()` writes what the loops still hold (at exit).
@@ -50,8 +50,11 @@ final class LogSink: Sendable {
         if isFull {
             write(batch)
         } else if wasEmpty {
-            // Runs after the I/O events the loop is handling now, in the same round.
-            loop.execute { self.write(batch) }
+            // Written once the loop has handled the I/O events at hand and then the tasks they
+            // queued, in the same round: two hops, so that the round's flushes (`RoundFlush`,
+            // queued as a response's upstream read completes, after this line was logged) send
+            // the responses before this system call is made, not after it.
+            loop.execute { loop.execute { self.write(batch) } }
         }
     }
 

@@ -3,6 +3,7 @@ import Gateway
 import Logging
 import NIOCore
 import NIOPosix
+import Synchronization
 import Testing
 
 @testable import Issuers
@@ -125,6 +126,40 @@ struct AccessLogLineTests {
         #expect(ProxyLogHandler.timestamp(Date(timeIntervalSince1970: 0)) == "1970-01-01T00:00:00.000Z")
         #expect(ProxyLogHandler.timestamp(Date(timeIntervalSince1970: 951_782_400.999)) == "2000-02-29T00:00:00.999Z")
         #expect(ProxyLogHandler.timestamp(Date(timeIntervalSince1970: 4_102_444_799.5)) == "2099-12-31T23:59:59.500Z")
+    }
+
+    @Test("a line logged on an event loop is written after the tasks queued behind it, the round's flushes among them")
+    func sinkWritesAfterTheRoundsFlushes() async throws {
+        var descriptors: [Int32] = [0, 0]
+        #expect(pipe(&descriptors) == 0)
+        let (readEnd, writeEnd) = (descriptors[0], descriptors[1])
+        defer {
+            close(readEnd)
+            close(writeEnd)
+        }
+        let sink = LogSink(descriptor: writeEnd)
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let loop = group.next()
+        final class Pending: Sendable { let bytes = Mutex<Int32>(-1) }
+        let pendingAtFlush = Pending()
+        try await loop.submit {
+            // As a response's end is handled: its access-log line, then its flush put off to
+            // the end of the round (a task queued after the line).
+            sink.write("request status=200\n")
+            loop.execute {
+                var pending: Int32 = 0
+                _ = ioctl(readEnd, UInt(FIONREAD), &pending)
+                pendingAtFlush.bytes.withLock { $0 = pending }
+            }
+        }.get()
+        // Two rounds of tasks behind those: the line's second hop has run by then.
+        try await loop.submit {}.get()
+        try await loop.submit {}.get()
+        try await group.shutdownGracefully()
+        #expect(pendingAtFlush.bytes.withLock { $0 } == 0, "the log line was written before the flush")
+        var pending: Int32 = 0
+        _ = ioctl(readEnd, UInt(FIONREAD), &pending)
+        #expect(pending == Int32("request status=200\n".utf8.count))
     }
 
     @Test("lines logged on event loops and off them are all written, whole, each loop's in its order")
