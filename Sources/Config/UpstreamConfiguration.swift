@@ -113,12 +113,17 @@ extension UpstreamConfiguration {
     }
 }
 
-/// Reads a whole text file, naming `path` (a flag or field) in the error.
-public func readTextFile(_ file: String, path: String) throws(ConfigurationError) -> String {
+/// Reads a whole file, naming `path` (a flag or field) in the error.
+public func readFileBytes(_ file: String, path: String) throws(ConfigurationError) -> [UInt8] {
     guard let data = FileManager.default.contents(atPath: file) else {
         throw ConfigurationError(path, "cannot read \"\(file)\": no such file, or not readable")
     }
-    guard let text = String(data: data, encoding: .utf8) else {
+    return Array(data)
+}
+
+/// Reads a whole text file, naming `path` (a flag or field) in the error.
+public func readTextFile(_ file: String, path: String) throws(ConfigurationError) -> String {
+    guard let text = String(data: Data(try readFileBytes(file, path: path)), encoding: .utf8) else {
         throw ConfigurationError(path, "\"\(file)\" is not UTF-8 text")
     }
     return text

@@ -21,8 +21,8 @@ public final class ServingCertificateStore: Sendable {
     /// Loads the pair; errors name the flag or file at fault.
     public init(_ files: ServingTLS) throws(ConfigurationError) {
         self.files = files
-        let certificate = try Self.read(files.certificateFile, flag: "--tls-cert-file")
-        let key = try Self.read(files.privateKeyFile, flag: "--tls-private-key-file")
+        let certificate = try readFileBytes(files.certificateFile, path: "--tls-cert-file")
+        let key = try readFileBytes(files.privateKeyFile, path: "--tls-private-key-file")
         let context = try Self.makeContext(certificate: certificate, key: key, files: files)
         self.loaded = NIOLockedValueBox(Loaded(context: context, certificate: certificate, key: key))
     }
@@ -37,8 +37,8 @@ public final class ServingCertificateStore: Sendable {
         let certificate: [UInt8]
         let key: [UInt8]
         do {
-            certificate = try Self.read(files.certificateFile, flag: "--tls-cert-file")
-            key = try Self.read(files.privateKeyFile, flag: "--tls-private-key-file")
+            certificate = try readFileBytes(files.certificateFile, path: "--tls-cert-file")
+            key = try readFileBytes(files.privateKeyFile, path: "--tls-private-key-file")
         } catch {
             logger.warning(
                 "cannot read the serving certificate; keeping the current one", metadata: ["error": "\(error)"])
@@ -69,13 +69,6 @@ public final class ServingCertificateStore: Sendable {
             try? await Task.sleep(for: interval)
             reloadIfChanged(logger: logger)
         }
-    }
-
-    private static func read(_ file: String, flag: String) throws(ConfigurationError) -> [UInt8] {
-        guard let data = FileManager.default.contents(atPath: file) else {
-            throw ConfigurationError(flag, "cannot read \"\(file)\": no such file, or not readable")
-        }
-        return Array(data)
     }
 
     /// TLS 1.2 or later, BoringSSL's modern cipher suites, ALPN `h2` then `http/1.1`.

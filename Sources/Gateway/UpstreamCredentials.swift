@@ -61,8 +61,8 @@ public final class UpstreamCredentials: Sendable {
             // The files as they are now, byte for byte, so that the first poll compares like
             // with like; the configuration's text if a file has gone since it was read.
             client = ClientPair(
-                certificate: certificateFile.flatMap { try? Self.readBytes($0) } ?? Array(certificatePEM.utf8),
-                key: keyFile.flatMap { try? Self.readBytes($0) } ?? Array(keyPEM.utf8),
+                certificate: certificateFile.flatMap { try? readFileBytes($0, path: $0) } ?? Array(certificatePEM.utf8),
+                key: keyFile.flatMap { try? readFileBytes($0, path: $0) } ?? Array(keyPEM.utf8),
                 certificateSource: certificateFile ?? "\(configuration.source): client-certificate-data",
                 keySource: keyFile ?? "\(configuration.source): client-key-data")
         case .bearerToken(let value):
@@ -111,8 +111,8 @@ public final class UpstreamCredentials: Sendable {
         for attempt in 1...2 {
             var fresh = current
             do {
-                if let certificateFile { fresh.certificate = try Self.readBytes(certificateFile) }
-                if let keyFile { fresh.key = try Self.readBytes(keyFile) }
+                if let certificateFile { fresh.certificate = try readFileBytes(certificateFile, path: certificateFile) }
+                if let keyFile { fresh.key = try readFileBytes(keyFile, path: keyFile) }
             } catch {
                 let message = "\(error)"
                 let isNew = contexts.withLockedValue { contexts in
@@ -199,13 +199,6 @@ public final class UpstreamCredentials: Sendable {
                 "the certificate and the key in \(client.keySource) do not form a usable pair "
                     + "(does the client key match the certificate?): \(error)")
         }
-    }
-
-    private static func readBytes(_ path: String) throws(ConfigurationError) -> [UInt8] {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw ConfigurationError(path, "cannot read the file: no such file, or not readable")
-        }
-        return Array(data)
     }
 
     /// The `Authorization` value for upstream requests, or nil when the proxy uses a client certificate.

@@ -63,10 +63,9 @@ struct EgressProxy: Sendable, Equatable {
                 KeyFetchError(
                     "HTTPS_PROXY: only an http:// proxy (CONNECT) is supported, not \(components.scheme ?? "")://"))
         }
-        let bareHost = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
         return .success(
             Server(
-                host: bareHost, port: components.port ?? 80, user: components.user,
+                host: unbracketed(host), port: components.port ?? 80, user: components.user,
                 password: components.password ?? ""))
     }
 
@@ -79,8 +78,7 @@ struct EgressProxy: Sendable, Equatable {
         else {
             return nil
         }
-        var host = rawHost.lowercased()
-        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        let host = Self.unbracketed(rawHost.lowercased())
         let port = components.port ?? 443
         if host == "localhost" || Self.isLoopback(host) { return nil }
         return noProxy.contains { Self.matches($0, host: host, port: port) } ? nil : server
@@ -106,13 +104,18 @@ struct EgressProxy: Sendable, Equatable {
         }
         if let entryPort, entryPort != port { return false }
         // An IP address with a port: `10.1.2.3:443`, `[2001:db8::1]:443`.
-        if name.hasPrefix("[") && name.hasSuffix("]") { name = String(name.dropFirst().dropLast()) }
+        name = unbracketed(name)
         if let address = IPAddressBytes(name) {
             return IPAddressBytes(host) == address
         }
         if name.hasPrefix("*.") { name = String(name.dropFirst()) }
         if name.hasPrefix(".") { return host.hasSuffix(name) }
         return host == name || host.hasSuffix("." + name)
+    }
+
+    /// An IPv6 address without the brackets a URL or a `host:port` puts around it.
+    private static func unbracketed(_ host: String) -> String {
+        host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
     }
 
     private static func cidr(_ entry: String) -> (IPAddressBytes, Int)? {
