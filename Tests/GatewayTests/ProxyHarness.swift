@@ -34,6 +34,8 @@ struct ProxyHarness {
     let pool: UpstreamConnectionPool
     /// The proxy's own event loops, when `Options.singleEventLoop` asked for them.
     let ownGroup: MultiThreadedEventLoopGroup?
+    /// Between the proxy and the API server, with `Options.upstreamRelay`.
+    let relay: TCPRelay?
 
     var baseURL: String { serving == nil ? "http://127.0.0.1:\(port)" : "https://127.0.0.1:\(port)" }
 
@@ -83,6 +85,9 @@ struct ProxyHarness {
         /// Upstream port override (for an API server that is not there).
         var upstreamPort: Int?
         var upstreamCAPEM: String?
+        /// The proxy reaches the API server through a `TCPRelay` (`relay`), which can hold its
+        /// connections while they open.
+        var upstreamRelay = false
         /// The proxy's credential for the API server; nil: the stand-in's bearer token.
         var upstreamCredential: UpstreamCredential?
         /// The stand-in API server requires a client certificate signed by this authority.
@@ -126,8 +131,9 @@ struct ProxyHarness {
         let logs = LogCapture()
         let logger = logs.logger(level: .debug)
         let issuers = try IssuerSet(configuration: configuration, timing: options.timing, logger: logger)
+        let relay = options.upstreamRelay ? try await TCPRelay.start(to: api.port) : nil
         let upstream = UpstreamConfiguration(
-            host: "127.0.0.1", port: options.upstreamPort ?? api.port,
+            host: "127.0.0.1", port: options.upstreamPort ?? relay?.port ?? api.port,
             certificateAuthorityPEM: options.upstreamCAPEM ?? api.certificateAuthority.certificatePEM,
             credential: options.upstreamCredential ?? .bearerToken(api.expectedToken), source: "test")
         let credentials = try UpstreamCredentials(configuration: upstream)
@@ -173,7 +179,7 @@ struct ProxyHarness {
             issuer: issuer, api: api, issuers: issuers, server: server, client: client,
             port: server.localAddress?.port ?? 0, current: current, health: health, metrics: metrics, logs: logs,
             metricsPort: metricsServer?.localAddress?.port, metricsServer: metricsServer, reloadStatus: reloadStatus,
-            serving: serving, credentials: credentials, pool: pool, ownGroup: ownGroup)
+            serving: serving, credentials: credentials, pool: pool, ownGroup: ownGroup, relay: relay)
         do {
             if options.waitForKeys { try await harness.waitUntilReady() }
             let result = try await body(harness)
@@ -199,6 +205,7 @@ struct ProxyHarness {
         await metricsServer?.stop()
         await current.current.shutdown()
         await issuers.shutdown()
+        await relay?.stop()
         await api.stop()
         await issuer.stop()
         if let serving { try? FileManager.default.removeItem(atPath: serving.directory) }

@@ -44,9 +44,11 @@ struct UpstreamClientCertificateTests {
     /// On one event loop: every client connection shares one upstream pool, so a connection
     /// that should not be reused would be.
     private static func options(
-        _ authority: TestCertificateAuthority, _ credential: UpstreamCredential, http2: Bool = false
+        _ authority: TestCertificateAuthority, _ credential: UpstreamCredential, http2: Bool = false,
+        relay: Bool = false
     ) -> ProxyHarness.Options {
         var options = ProxyHarness.Options()
+        options.upstreamRelay = relay
         options.upstreamClientCertificateAuthority = authority
         options.upstreamCredential = credential
         options.upstreamHTTP2 = http2
@@ -71,14 +73,16 @@ struct UpstreamClientCertificateTests {
     /// Runs `body` with a proxy whose client certificate (`CN=proxy-first`) and key are files,
     /// and the authority the API server trusts for renewed ones.
     private static func withCertificateFiles(
-        http2: Bool = false, _ body: (ProxyHarness, ClientFiles, TestCertificateAuthority) async throws -> Void
+        http2: Bool = false, relay: Bool = false,
+        _ body: (ProxyHarness, ClientFiles, TestCertificateAuthority) async throws -> Void
     ) async throws {
         let authority = try TestCertificateAuthority(commonName: "cluster client CA")
         let first = try authority.issueServerCertificate(commonName: "proxy-first")
         let files = try ClientFiles()
         defer { files.remove() }
         try files.write(first)
-        try await ProxyHarness.run(Self.options(authority, files.credential(first), http2: http2)) { harness in
+        let options = Self.options(authority, files.credential(first), http2: http2, relay: relay)
+        try await ProxyHarness.run(options) { harness in
             try await body(harness, files, authority)
         }
     }
@@ -137,6 +141,67 @@ struct UpstreamClientCertificateTests {
                 #expect(connection.text.contains("MODIFIED"))
                 await connection.close()
             }
+        }
+    }
+
+    /// Starts a watch through the proxy while the relay holds the proxy's new connection to the
+    /// API server, then renews the certificate and retires the pool's connections while that
+    /// connection's handshake waits, and lets the handshake finish.
+    private static func watchRenewedWhileConnecting(
+        _ harness: ProxyHarness, _ files: ClientFiles, _ authority: TestCertificateAuthority, token: String
+    ) async throws -> RawConnection {
+        let relay = try #require(harness.relay)
+        relay.hold()
+        let watch = try await RawConnection.connect(port: harness.port)
+        try await watch.send(
+            "GET /api/v1/namespaces?watch=true HTTP/1.1\r\nHost: p\r\nAuthorization: Bearer \(token)\r\n\r\n")
+        #expect(try await eventually { relay.heldConnections == 1 }, "the proxy never dialled the API server")
+        try files.write(try authority.issueServerCertificate(commonName: "proxy-renewed"))
+        #expect(harness.credentials.reloadClientCertificateIfChanged(logger: harness.logs.logger()))
+        await harness.pool.retireConnections()
+        relay.release()
+        #expect(try await watch.wait { $0.text.contains("ADDED") }, "got: \(watch.text)")
+        return watch
+    }
+
+    @Test(
+        "a renewal while an HTTP/2 connection to the API server opens: that connection serves nothing, the watch goes on a new one"
+    )
+    func renewedWhileHTTP2ConnectionOpens() async throws {
+        try await Self.withCertificateFiles(http2: true, relay: true) { harness, files, authority in
+            let token = try harness.issuer.mint()
+            let watch = try await Self.watchRenewedWhileConnecting(harness, files, authority, token: token)
+            // The connection that finished its handshake with the retired certificate was
+            // closed, and the watch went on the next one.
+            #expect(harness.relay?.acceptedConnections == 2)
+            #expect(harness.api.requests.map(\.clientCertificateSubject) == ["CN=proxy-renewed"])
+            harness.api.releaseWatches()
+            #expect(try await watch.wait { $0.text.hasSuffix("0\r\n\r\n") }, "got: \(watch.text)")
+            await watch.close()
+            #expect(try await harness.get("/api/v1/namespaces", token: token).status == 200)
+            #expect(Self.lastSubject(harness) == "CN=proxy-renewed")
+        }
+    }
+
+    @Test(
+        "a renewal while a connection that falls back to HTTP/1.1 opens: it serves its watch, and is not reused after"
+    )
+    func renewedWhileHTTP1FallbackOpens() async throws {
+        try await Self.withCertificateFiles(http2: false, relay: true) { harness, files, authority in
+            let token = try harness.issuer.mint()
+            let watch = try await Self.watchRenewedWhileConnecting(harness, files, authority, token: token)
+            // Like a request under way at the renewal, the watch runs on the connection it
+            // asked for, with the certificate of its start.
+            #expect(Self.lastSubject(harness) == "CN=proxy-first")
+            #expect(harness.relay?.acceptedConnections == 1)
+            harness.api.releaseWatches()
+            #expect(try await watch.wait { $0.text.hasSuffix("0\r\n\r\n") }, "got: \(watch.text)")
+            await watch.close()
+            // Its connection is not pooled: the next request opens one with the renewed pair.
+            #expect(try await harness.get("/api/v1/namespaces", token: token).status == 200)
+            #expect(Self.lastSubject(harness) == "CN=proxy-renewed")
+            #expect(harness.relay?.acceptedConnections == 2)
+            #expect(Set(harness.api.requests.map(\.connection)).count == 2)
         }
     }
 
