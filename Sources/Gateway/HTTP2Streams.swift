@@ -6,8 +6,9 @@ import NIOHTTP2
 
 /// Serves the streams of one HTTP/2 client connection. Each stream gets a `ProxyHandler` of its
 /// own, so every check and header rule is the one HTTP/1.1 gets, but no child channel: the
-/// frames of all streams arrive here, already checked by `NIOHTTP2Handler` (framing, header
-/// block rules, content length), and each stream's response leaves from here as frames. NIO's
+/// frames of all streams arrive here, already checked by `NIOHTTP2Handler` (framing, content
+/// length; the header-block rules are checked here, `requestHead`), and each stream's response
+/// leaves from here as frames. NIO's
 /// channel, pipeline and HTTP/1 codec per stream cost about as much again as the rest of its
 /// HTTP/2 stack per request.
 ///
@@ -42,6 +43,10 @@ final class HTTP2StreamsHandler: ChannelInboundHandler {
     private let roundFlush = RoundFlush()
     /// The server is draining: GOAWAY is sent, and the connection closes once its streams end.
     private var quiescing = false
+    /// Header blocks reset for breaking RFC 9113's rules, on this connection.
+    private var refusedBlocks = 0
+    /// NIO's default for stream errors on one connection (`maximumConnectionGlitches`).
+    static let maximumRefusedBlocks = 200
     /// Runs while the connection has no stream: when it expires, the connection is closed with
     /// GOAWAY. As over HTTP/1.1, the first stream must come within the request-head timeout,
     /// and a later one within the idle timeout (kube-apiserver's, 90 s).
@@ -130,6 +135,10 @@ final class HTTP2StreamsHandler: ChannelInboundHandler {
         case .headers(let headers):
             if let stream = streams[frame.streamID] {
                 // Trailers: the request is complete (they are not forwarded, as over HTTP/1.1).
+                guard Self.isValidTrailers(headers.headers) else {
+                    refuse(frame.streamID, context: context)
+                    return
+                }
                 stream.requestEnded = true
                 stream.proxy.receive(.end(nil))
                 noteRead(stream)
@@ -175,7 +184,7 @@ final class HTTP2StreamsHandler: ChannelInboundHandler {
         // (After GOAWAY, NIO drops the HEADERS of streams above the last one it names.)
         guard let context else { return }
         guard let head = Self.requestHead(headers, endStream: endStream) else {
-            context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .rstStream(.protocolError))), promise: nil)
+            refuse(id, context: context)
             return
         }
         idleTimer?.clear()
@@ -192,6 +201,23 @@ final class HTTP2StreamsHandler: ChannelInboundHandler {
         proxy.receive(.head(head))
         if endStream { proxy.receive(.end(nil)) }
         noteRead(stream)
+    }
+
+    /// Resets a stream whose header block breaks RFC 9113's rules (PROTOCOL_ERROR, as NIO's own
+    /// check would). A connection that sends more such blocks than NIO tolerates stream errors
+    /// (its "glitches") is sent GOAWAY(ENHANCE_YOUR_CALM) and closed, as NIO would do.
+    private func refuse(_ id: HTTP2StreamID, context: ChannelHandlerContext) {
+        context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .rstStream(.protocolError))), promise: nil)
+        refusedBlocks += 1
+        guard refusedBlocks > Self.maximumRefusedBlocks else {
+            if !reading { context.flush() }
+            return
+        }
+        let goAway = HTTP2Frame(
+            streamID: .rootStream,
+            payload: .goAway(lastStreamID: highestStreamID, errorCode: .enhanceYourCalm, opaqueData: nil))
+        context.writeAndFlush(wrapOutboundOut(goAway), promise: nil)
+        context.close(promise: nil)
     }
 
     private func noteRead(_ stream: HTTP2ClientStream) {
@@ -387,45 +413,64 @@ final class HTTP2StreamsHandler: ChannelInboundHandler {
 
     // MARK: Translation
 
-    /// An HTTP/1-style request head from a request's header block, or nil when a pseudo-header
-    /// could not be written into an HTTP/1.1 request line unchanged (`NIOHTTP2Handler` has
-    /// already checked which pseudo-headers are present and the regular fields' names and values).
+    /// An HTTP/1-style request head from a request's header block, or nil when the block breaks
+    /// one of RFC 9113's rules (`HTTP2FieldRules`; `NIOHTTP2Handler`'s own header-block check
+    /// is off) or a pseudo-header could not be written into an HTTP/1.1 request line unchanged.
+    /// The rules are NIO's: pseudo-headers first, each once, only `:method`, `:scheme`, `:path`
+    /// and `:authority` (no extended CONNECT: it is not offered); `:method`, `:scheme` and a
+    /// non-empty `:path` required, or for CONNECT `:authority` alone; lower-case token names;
+    /// no NUL, CR or LF in a value, no connection-specific field, `te` only as `trailers`.
     static func requestHead(_ block: HPACKHeaders, endStream: Bool) -> HTTPRequestHead? {
         var method: String?
+        var scheme: String?
         var path: String?
         var authority: String?
+        var regularFields = false
         var hasHost = false
         var contentLength: Int?
         for (name, value, _) in block {
-            guard name.utf8.first == UInt8(ascii: ":") else {
-                if name == "host" { hasHost = true }
-                if name == "content-length" {
-                    // NIO has checked the body against it, but takes `+5` and `5, 5` too: the
-                    // API server gets the plain number.
-                    guard let length = Self.contentLength(value), contentLength == nil || contentLength == length
-                    else { return nil }
-                    contentLength = length
+            if name.utf8.first == UInt8(ascii: ":") {
+                guard !regularFields, HTTP2FieldRules.isPseudoHeaderValue(value) else { return nil }
+                switch name {
+                case ":method" where method == nil: method = value
+                case ":scheme" where scheme == nil: scheme = value
+                case ":path" where path == nil: path = value
+                case ":authority" where authority == nil: authority = value
+                default: return nil  // repeated, a response's `:status`, `:protocol`, or unknown
                 }
                 continue
             }
-            switch name {
-            case ":method": method = value
-            case ":path": path = value
-            case ":authority": authority = value
-            default: break
+            regularFields = true
+            guard HTTP2FieldRules.isFieldName(name), HTTP2FieldRules.isFieldValue(value) else { return nil }
+            switch HTTP2FieldRules.kind(of: name) {
+            case .connectionSpecific:
+                return nil
+            case .te:
+                guard value == "trailers" else { return nil }
+            case .host:
+                hasHost = true
+            case .contentLength:
+                // NIO checks the body against it, but takes `+5` and `5, 5` too: the API server
+                // gets the plain number.
+                guard let length = Self.contentLength(value), contentLength == nil || contentLength == length
+                else { return nil }
+                contentLength = length
+            case .other:
+                break
             }
         }
         guard let method, isToken(method) else { return nil }
         let httpMethod = HTTPMethod(rawValue: method)
         let uri: String
-        if let path {
-            guard isRequestTarget(path), path.utf8.first == UInt8(ascii: "/") || (path == "*" && httpMethod == .OPTIONS)
+        if method == "CONNECT" {
+            // CONNECT names only an authority (and is refused: nothing tunnels over a stream).
+            guard let authority, scheme == nil, path == nil else { return nil }
+            uri = authority
+        } else {
+            guard scheme != nil, let path, isRequestTarget(path),
+                path.utf8.first == UInt8(ascii: "/") || (path == "*" && httpMethod == .OPTIONS)
             else { return nil }
             uri = path
-        } else {
-            // CONNECT names only an authority (and is refused: nothing tunnels over a stream).
-            guard let authority else { return nil }
-            uri = authority
         }
         var fields: [(String, String)] = []
         fields.reserveCapacity(block.count)
@@ -445,6 +490,15 @@ final class HTTP2StreamsHandler: ChannelInboundHandler {
             fields.append((name, value))
         }
         return HTTPRequestHead(version: .http2, method: httpMethod, uri: uri, headers: HTTPHeaders(fields))
+    }
+
+    /// Whether a trailer block keeps RFC 9113's rules: no pseudo-header, and the fields' rules
+    /// (`requestHead`'s, but for `te`, which NIO checks in a request's block only).
+    static func isValidTrailers(_ block: HPACKHeaders) -> Bool {
+        block.allSatisfy { name, value, _ in
+            name.utf8.first != UInt8(ascii: ":") && HTTP2FieldRules.isFieldName(name)
+                && HTTP2FieldRules.isFieldValue(value) && HTTP2FieldRules.kind(of: name) != .connectionSpecific
+        }
     }
 
     /// An HTTP/2 response header block: `:status`, then the fields with lower-case names and

@@ -1,6 +1,5 @@
 import AsyncHTTPClient
 import Foundation
-import Gateway
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHPACK
@@ -10,6 +9,8 @@ import NIOSSL
 import Synchronization
 import Testbed
 import Testing
+
+@testable import Gateway
 
 @Suite("Serving HTTP/2 streams: flow control, resets, hostile header blocks, draining")
 struct HTTP2ServingTests {
@@ -142,6 +143,152 @@ struct HTTP2ServingTests {
             #expect(try await next.status() == "200")
             #expect(harness.api.requests.count == 1)
             await client.close()
+        }
+    }
+
+    /// A HEADERS frame ending its stream for each of the client streams numbered `streams`
+    /// (stream IDs 1, 3, 5...).
+    private static func requests(_ block: HPACKHeaders, streams: Range<Int>) -> [HTTP2Frame] {
+        streams.map { index in
+            let headers = HTTP2Frame.FramePayload.Headers(headers: block, endStream: true)
+            return HTTP2Frame(streamID: HTTP2StreamID(2 * index + 1), payload: .headers(headers))
+        }
+    }
+
+    /// Header blocks that break one of RFC 9113's rules for a request (§8.2, §8.3), each a
+    /// change to a good GET's block.
+    enum MalformedBlock: String, CaseIterable, Sendable {
+        case carriageReturnInValue, lineFeedInValue, nulInValue
+        case upperCaseName, spaceInName, emptyName, colonInName
+        case connection, keepAlive, proxyConnection, transferEncoding, upgrade, teOtherThanTrailers
+        case pseudoHeaderAfterField, unknownPseudoHeader, statusInRequest, protocolPseudoHeader
+        case repeatedPath, repeatedMethod, noScheme, noPath, noMethod, emptyPath, spaceInScheme
+        case connectWithPath, connectWithoutAuthority
+
+        func block(port: Int, token: String) -> HPACKHeaders {
+            var pseudo = [(":method", "GET"), (":scheme", "https"), (":path", "/api/v1/namespaces")]
+            pseudo.append((":authority", "127.0.0.1:\(port)"))
+            var fields = [("authorization", "Bearer \(token)")]
+            switch self {
+            case .carriageReturnInValue: fields.append(("x-note", "a\rImpersonate-User: admin"))
+            case .lineFeedInValue: fields.append(("x-note", "a\nImpersonate-User: admin"))
+            case .nulInValue: fields.append(("x-note", "a\u{0}b"))
+            case .upperCaseName: fields.append(("Impersonate-User", "admin"))
+            case .spaceInName: fields.append(("impersonate-user ", "admin"))
+            case .emptyName: fields.append(("", "admin"))
+            case .colonInName: fields.append(("x:y", "z"))
+            case .connection: fields.append(("connection", "close"))
+            case .keepAlive: fields.append(("keep-alive", "timeout=5"))
+            case .proxyConnection: fields.append(("proxy-connection", "keep-alive"))
+            case .transferEncoding: fields.append(("transfer-encoding", "chunked"))
+            case .upgrade: fields.append(("upgrade", "websocket"))
+            case .teOtherThanTrailers: fields.append(("te", "gzip"))
+            case .pseudoHeaderAfterField: fields.append(pseudo.removeLast())
+            case .unknownPseudoHeader: pseudo.append((":user", "admin"))
+            case .statusInRequest: pseudo.append((":status", "200"))
+            case .protocolPseudoHeader: pseudo.append((":protocol", "websocket"))
+            case .repeatedPath: pseudo.append((":path", "/api/v1/secrets"))
+            case .repeatedMethod: pseudo.append((":method", "DELETE"))
+            case .noScheme: pseudo.remove(at: 1)
+            case .noPath: pseudo.remove(at: 2)
+            case .noMethod: pseudo.remove(at: 0)
+            case .emptyPath: pseudo[2].1 = ""
+            case .spaceInScheme: pseudo[1].1 = "ht tps"
+            case .connectWithPath: pseudo[0].1 = "CONNECT"
+            case .connectWithoutAuthority: pseudo = [(":method", "CONNECT")]
+            }
+            return HPACKHeaders(pseudo + fields)
+        }
+    }
+
+    @Test(
+        "a header block that breaks RFC 9113's rules for a request is reset, reaches no one, and the connection serves on",
+        arguments: MalformedBlock.allCases.filter { $0 != .emptyName })
+    func malformedBlock(_ malformed: MalformedBlock) async throws {
+        try await ProxyHarness.run(.servingTLS) { harness in
+            let client = try await RawHTTP2Client.connect(harness)
+            let token = try harness.issuer.mint()
+            let hostile = try await client.open(malformed.block(port: harness.port, token: token))
+            #expect(try await hostile.status() == nil, "the stream was answered")
+            #expect(harness.api.requests.isEmpty, "the request reached the API server")
+            let next = try await client.open(harness.requestBlock("/api/v1/namespaces", token: token))
+            #expect(try await next.status() == "200")
+            #expect(harness.api.requests.count == 1)
+            await client.close()
+        }
+    }
+
+    /// Every rule, the empty name among them (which NIO's client will not send), on the
+    /// translation itself.
+    @Test("each malformed header block makes no request head", arguments: MalformedBlock.allCases)
+    func malformedBlockMakesNoHead(_ malformed: MalformedBlock) throws {
+        let block = malformed.block(port: 443, token: "t")
+        #expect(HTTP2StreamsHandler.requestHead(block, endStream: true) == nil)
+        #expect(HTTP2StreamsHandler.requestHead(block, endStream: false) == nil)
+        // The block each one changes makes one.
+        let good: HPACKHeaders = [
+            ":method": "GET", ":scheme": "https", ":path": "/api/v1/namespaces", ":authority": "127.0.0.1:443",
+            "authorization": "Bearer t",
+        ]
+        #expect(HTTP2StreamsHandler.requestHead(good, endStream: true)?.uri == "/api/v1/namespaces")
+    }
+
+    @Test("what RFC 9113 allows in a request's block is served: te: trailers, CONNECT's authority alone (refused 405)")
+    func allowedBlocks() async throws {
+        try await ProxyHarness.run(.servingTLS) { harness in
+            let client = try await RawHTTP2Client.connect(harness)
+            let token = try harness.issuer.mint()
+            var block = harness.requestBlock("/api/v1/namespaces", token: token)
+            block.add(name: "te", value: "trailers")
+            block.add(name: "x-tab", value: "a\tb\u{80}")
+            let status = try await client.open(block).status()
+            #expect(status == "200", "\(harness.logs.all.map(\.text))")
+            #expect(harness.api.requests.last?.values("x-tab") == ["a\tb\u{80}"])
+            let connect: HPACKHeaders = [
+                ":method": "CONNECT", ":authority": "kubernetes:443", "authorization": "Bearer \(token)",
+            ]
+            #expect(try await client.open(connect).status() != nil, "CONNECT was reset, not answered")
+            #expect(harness.api.requests.count == 1)
+            await client.close()
+        }
+    }
+
+    @Test("trailers that break RFC 9113's rules reset their stream; the request does not reach the API server whole")
+    func malformedTrailers() async throws {
+        try await ProxyHarness.run(.servingTLS) { harness in
+            let client = try await FrameLevelHTTP2Client.connect(
+                harness, settings: nioDefaultSettings, checkingHeaderBlocks: false)
+            let token = try harness.issuer.mint()
+            var block = harness.requestBlock("/api/v1/namespaces/a/configmaps", token: token, method: "POST")
+            block.add(name: "content-length", value: "2")
+            let id = HTTP2StreamID(1)
+            try await client.sendBatch([
+                HTTP2Frame(streamID: id, payload: .headers(.init(headers: block, endStream: false))),
+                HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(ByteBuffer(string: "{}"))))),
+                HTTP2Frame(
+                    streamID: id, payload: .headers(.init(headers: [":path": "/api/v1/secrets"], endStream: true))),
+            ])
+            #expect(try await eventually { client.resets(id) == [.protocolError] }, "the stream was not reset")
+            #expect(!client.receivedHeaders, "the request was answered")
+            await client.close()
+        }
+    }
+
+    @Test("a connection sending more malformed header blocks than NIO allows stream errors is sent GOAWAY, cut off")
+    func malformedBlockFlood() async throws {
+        try await ProxyHarness.run(.servingTLS) { harness in
+            let client = try await FrameLevelHTTP2Client.connect(
+                harness, settings: nioDefaultSettings, checkingHeaderBlocks: false)
+            let block = MalformedBlock.upperCaseName.block(port: harness.port, token: try harness.issuer.mint())
+            // In rounds below the 100 concurrent streams allowed, each round reset before the next.
+            for round in 0...(HTTP2StreamsHandler.maximumRefusedBlocks / 50) {
+                try? await client.sendBatch(Self.requests(block, streams: 50 * round..<50 * round + 50))
+                try await client.waitForResets(50 * round + 50)
+            }
+            #expect(try await eventually { client.receivedGoAway(.enhanceYourCalm) }, "no GOAWAY(ENHANCE_YOUR_CALM)")
+            #expect(try await eventually { !client.channel.isActive }, "the connection stayed open")
+            #expect(harness.api.requests.isEmpty)
+            #expect(try await harness.get("/version", token: try harness.issuer.mint()).status == 200)
         }
     }
 
@@ -516,6 +663,19 @@ private final class StreamRecorder: ChannelInboundHandler, Sendable {
         context.fireChannelInactive()
     }
 
+    /// A stream whose HEADERS could not be sent is removed without going inactive.
+    func handlerRemoved(context: ChannelHandlerContext) {
+        answerHead(nil)
+        end()
+    }
+
+    /// One never added to a stream (the connection had closed): a failed test, not a crash of
+    /// every test in the process.
+    deinit {
+        answerHead(nil)
+        end()
+    }
+
     private func answerHead(_ status: String?) {
         let first = completed.withLockedValue { state in
             defer { state.head = true }
@@ -567,7 +727,39 @@ final class FrameLevelHTTP2Client: Sendable {
         }
     }
 
-    static func connect(_ harness: ProxyHarness, settings: HTTP2Settings) async throws -> FrameLevelHTTP2Client {
+    /// - Parameter checkingHeaderBlocks: false sends header blocks NIO would refuse to send.
+    /// The error codes of the RST_STREAM frames received for `id`.
+    func resets(_ id: HTTP2StreamID) -> [HTTP2ErrorCode] {
+        frames.compactMap { frame in
+            guard frame.streamID == id, case .rstStream(let code) = frame.payload else { return nil }
+            return code
+        }
+    }
+
+    /// Waits until `count` streams have been reset, or the connection has closed.
+    func waitForResets(_ count: Int) async throws {
+        _ = try await eventually { !channel.isActive || resetCount >= count }
+    }
+
+    /// RST_STREAM frames received, for any stream.
+    var resetCount: Int {
+        frames.filter { frame in
+            guard case .rstStream = frame.payload else { return false }
+            return true
+        }.count
+    }
+
+    /// Whether a HEADERS frame (a response) has arrived.
+    var receivedHeaders: Bool {
+        frames.contains { frame in
+            guard case .headers = frame.payload else { return false }
+            return true
+        }
+    }
+
+    static func connect(
+        _ harness: ProxyHarness, settings: HTTP2Settings, checkingHeaderBlocks: Bool = true
+    ) async throws -> FrameLevelHTTP2Client {
         let context = try harness.http2ClientTLS()
         let received = NIOLockedValueBox<[HTTP2Frame]>([])
         let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -575,7 +767,16 @@ final class FrameLevelHTTP2Client: Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     let pipeline = channel.pipeline.syncOperations
                     try pipeline.addHandler(NIOSSLClientHandler(context: context, serverHostname: nil))
-                    try pipeline.addHandler(NIOHTTP2Handler(mode: .client, initialSettings: settings))
+                    var connection = NIOHTTP2Handler.ConnectionConfiguration()
+                    connection.initialSettings = settings
+                    connection.headerBlockValidation = checkingHeaderBlocks ? .enabled : .disabled
+                    // The server's resets are what the tests count: this side does not give up on
+                    // the connection after NIO's 200.
+                    var streams = NIOHTTP2Handler.StreamConfiguration()
+                    streams.streamResetFrameRateLimit.maximumCount = 10_000
+                    try pipeline.addHandler(
+                        NIOHTTP2Handler(
+                            mode: .client, connectionConfiguration: connection, streamConfiguration: streams))
                     try pipeline.addHandler(FrameRecorder(received: received))
                 }
             }
