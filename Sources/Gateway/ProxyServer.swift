@@ -121,9 +121,11 @@ public final class ProxyServer: Sendable {
     /// has 16 KiB; kubectl's first request is a small discovery GET.
     static var http2Configuration: NIOHTTP2Handler.ConnectionConfiguration {
         var configuration = NIOHTTP2Handler.ConnectionConfiguration()
-        // Checked by `HTTP2StreamsHandler.requestHead` (`HTTP2FieldRules`), the same rules at a
-        // tenth of the cost. What the proxy sends is built from heads NIO's HTTP/1.1 parser
-        // (or its HTTP/2 client, with the check on) has already taken apart field by field.
+        // Requests are checked by `HTTP2StreamsHandler.requestHead` (`HTTP2FieldRules`), the
+        // same rules at a tenth of the cost. This also turns off NIO's check of the response
+        // blocks the proxy sends: they are built from heads that NIO's HTTP/1.1 parser (no
+        // lenient flags) or its HTTP/2 client (with the check on) has taken apart field by
+        // field, or from the proxy's own constant fields.
         configuration.headerBlockValidation = .disabled
         configuration.initialSettings = nioDefaultSettings.map { setting in
             setting.parameter == .maxHeaderListSize
