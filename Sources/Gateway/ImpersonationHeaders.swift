@@ -5,15 +5,22 @@ import NIOHTTP1
 /// credentials and any identity claims it tried to make are removed, hop-by-hop headers are
 /// dropped, and the verified identity is asserted with the proxy's own credential.
 enum ImpersonationHeaders {
-    /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1, and `Proxy-*`).
-    /// Lowercase; names are compared with `ASCIICaseInsensitive.equals`, byte by byte.
-    private static let hopByHop: [String] = [
-        "connection", "keep-alive", "proxy-connection", "proxy-authorization", "proxy-authenticate", "te",
-        "trailer", "transfer-encoding", "upgrade",
-    ]
-
+    /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1, and `Proxy-*`):
+    /// `Connection`, `Keep-Alive`, `Proxy-Connection`, `Proxy-Authorization`,
+    /// `Proxy-Authenticate`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`, in any case.
+    /// Every header of every request and response is asked: the length picks the one or two
+    /// names to compare, byte by byte.
     static func isHopByHop(_ name: String) -> Bool {
-        hopByHop.contains { ASCIICaseInsensitive.equals(name, $0) }
+        switch name.utf8.count {
+        case 2: ASCIICaseInsensitive.equals(name, "te")
+        case 7: ASCIICaseInsensitive.equals(name, "upgrade") || ASCIICaseInsensitive.equals(name, "trailer")
+        case 10: ASCIICaseInsensitive.equals(name, "connection") || ASCIICaseInsensitive.equals(name, "keep-alive")
+        case 16: ASCIICaseInsensitive.equals(name, "proxy-connection")
+        case 17: ASCIICaseInsensitive.equals(name, "transfer-encoding")
+        case 18: ASCIICaseInsensitive.equals(name, "proxy-authenticate")
+        case 19: ASCIICaseInsensitive.equals(name, "proxy-authorization")
+        default: false
+        }
     }
 
     /// The name of the first header by which a client asserts an identity of its own
