@@ -9,7 +9,7 @@
 /// RFC 9113's rules for the fields of an HTTP/2 request (§8.2, §8.3), checked by
 /// `HTTP2StreamsHandler.requestHead`. They are the rules `NIOHTTP2Handler`'s header-block
 /// validation applies, which the listener turns off: NIO walks every byte of every value
-/// through a generic `contains(where:)`, about 30 instructions a byte, so the kilobyte of a
+/// through a generic `contains(where:)`, about 30 instructions a byte, so the 650 bytes of a
 /// bearer token made its check a tenth of an HTTP/2 request's cost. The same rules on the
 /// values' contiguous bytes cost a few hundred.
 ///

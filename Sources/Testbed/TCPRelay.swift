@@ -5,12 +5,16 @@ import NIOPosix
 /// A TCP relay on loopback to another loopback port, which a test can make hold the connections
 /// it accepts: a held connection is open (the client's `connect` succeeds) but nothing it sends
 /// is read or passed on, so a TLS handshake through it stalls at its first flight, until
-/// `release()`. A test uses it to act inside the window while a connection opens.
+/// `release()`. A test uses it to act inside the window while a connection opens. It copies
+/// bytes without backpressure or half-closure: for handshakes and small exchanges, not bulk.
 public final class TCPRelay: Sendable {
     private struct State {
         var holding = false
         var held: [any Channel] = []
         var accepted = 0
+        /// Every connection accepted or dialled, for `stop()`.
+        var open: [any Channel] = []
+        var stopped = false
     }
 
     private let channel: any Channel
@@ -36,10 +40,11 @@ public final class TCPRelay: Sendable {
                     forward.onActive = { client in
                         let hold = state.withLockedValue { state in
                             state.accepted += 1
+                            state.open.append(client)
                             if state.holding { state.held.append(client) }
-                            return state.holding
+                            return state.holding || state.stopped
                         }
-                        if !hold { dial(for: client, port: targetPort) }
+                        if !hold { dial(for: client, port: targetPort, state: state) }
                     }
                     try client.pipeline.syncOperations.addHandler(forward)
                 }
@@ -61,7 +66,7 @@ public final class TCPRelay: Sendable {
             return state.held
         }
         for client in held {
-            client.eventLoop.execute { Self.dial(for: client, port: self.targetPort) }
+            client.eventLoop.execute { Self.dial(for: client, port: self.targetPort, state: self.state) }
         }
     }
 
@@ -71,13 +76,20 @@ public final class TCPRelay: Sendable {
     /// Connections accepted while holding and not yet released.
     public var heldConnections: Int { state.withLockedValue { $0.held.count } }
 
+    /// Closes the listener and every connection it accepted or dialled, held ones included.
     public func stop() async {
         try? await channel.close()
+        let open = state.withLockedValue { state in
+            state.stopped = true
+            state.held.removeAll()
+            return state.open
+        }
+        for connection in open { try? await connection.close() }
     }
 
     /// Opens the relayed side of `client`, then starts reading `client`. On `client`'s event loop.
-    private static func dial(for client: any Channel, port: Int) {
-        guard client.isActive else { return }
+    private static func dial(for client: any Channel, port: Int, state: NIOLockedValueBox<State>) {
+        guard client.isActive, !state.withLockedValue(\.stopped) else { return }
         ClientBootstrap(group: client.eventLoop)
             .channelInitializer { target in
                 target.eventLoop.makeCompletedFuture {
@@ -88,6 +100,7 @@ public final class TCPRelay: Sendable {
             .whenComplete { result in
                 switch result {
                 case .success(let target):
+                    state.withLockedValue { $0.open.append(target) }
                     let forward = try? client.pipeline.syncOperations.handler(type: Forward.self)
                     forward?.peer = target
                     client.closeFuture.whenComplete { _ in target.close(promise: nil) }
