@@ -116,9 +116,9 @@ public final class ProxyServer: Sendable {
     }
 
     /// NIO's settings, but with the header list an HTTP/1.1 request may have (NIO's default is
-    /// 16 KiB: a token with many groups was refused over HTTP/2 only). NIO applies the larger
-    /// limit once the client acknowledges the settings, so a connection's first request still
-    /// has 16 KiB; kubectl's first request is a small discovery GET.
+    /// 16 KiB: a token with many groups was refused over HTTP/2 only). NIO applies them when the
+    /// client acknowledges them, which `EarlySettingsAcknowledgement` does for it at once, so a
+    /// connection's first request has the larger limit too.
     static var http2Configuration: NIOHTTP2Handler.ConnectionConfiguration {
         var configuration = NIOHTTP2Handler.ConnectionConfiguration()
         // Requests are checked by `HTTP2StreamsHandler.requestHead` (`HTTP2FieldRules`), the
@@ -139,6 +139,7 @@ public final class ProxyServer: Sendable {
     static func configureHTTP2Pipeline(_ channel: any Channel, gateway: GatewayContext) throws {
         let pipeline = channel.pipeline.syncOperations
         let streams = HTTP2StreamsHandler(gateway: gateway)
+        try pipeline.addHandler(EarlySettingsAcknowledgement())
         try pipeline.addHandler(
             NIOHTTP2Handler(
                 mode: .server, frameDelegate: streams.writtenFrames, connectionConfiguration: http2Configuration))

@@ -18,6 +18,19 @@ struct KubectlTests {
         }
     }
 
+    @Test("a token of more than 16 KiB (300 groups) works from kubectl's first request, over HTTP/2")
+    func largeToken() async throws {
+        try await KubectlBench.with { bench in
+            let groups = (0..<300).map { "team-\($0)-" + String(repeating: "g", count: 50) }
+            let token = try bench.issuer.mint(bench.issuer.claims(groups: groups))
+            #expect(token.utf8.count > 20_000, "\(token.utf8.count) bytes")
+            let outcome = try await bench.kubectl(["get", "namespaces"], token: token)
+            #expect(outcome.status == 0, "\(outcome.standardError)")
+            let listed = try #require(bench.api.requests.first { $0.path == "/api/v1/namespaces" })
+            #expect(listed.values("Impersonate-Group") == groups)
+        }
+    }
+
     @Test("an invalid token fails cleanly with Unauthorized, for get and exec")
     func invalidToken() async throws {
         try await KubectlBench.with { bench in
