@@ -13,19 +13,22 @@ import NIOCore
 /// Sits in front of `NIOHTTP2Handler`, in the client's byte stream. After the client's preface
 /// and its first SETTINGS frame it inserts a SETTINGS acknowledgement, so NIO applies its
 /// settings before it decodes anything else. It then drops the client's own acknowledgement,
-/// the first SETTINGS frame with the ACK flag, and leaves the pipeline. It reads only frame
-/// headers, never payloads. A client that sends no acknowledgement within `scanLimit` frames
-/// is left to NIO: its late acknowledgement is then a second one, a protocol error.
+/// the first SETTINGS frame on stream 0 with the ACK flag and no payload, and leaves the
+/// pipeline. It reads frame headers only and passes everything else on as slices of what it
+/// read, uncopied, for as long as the client takes to acknowledge.
+///
+/// It depends on what the proxy's settings are (`ProxyServer.http2Configuration`, checked by a
+/// test): applied early, a lower window, frame size or header table would break a client that
+/// has not seen them yet.
 final class EarlySettingsAcknowledgement: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
 
-    /// Frames looked at for the client's acknowledgement before giving up.
-    static let scanLimit = 1_000
     static let prefaceLength = 24
     static let frameHeaderLength = 9
     static let settingsType: UInt8 = 0x4
     static let acknowledgedFlag: UInt8 = 0x1
+    static let acknowledgement: [UInt8] = [0, 0, 0, settingsType, acknowledgedFlag, 0, 0, 0, 0]
 
     private enum State {
         /// Passing the client's connection preface.
@@ -43,16 +46,15 @@ final class EarlySettingsAcknowledgement: ChannelInboundHandler, RemovableChanne
     private var state = State.preface(remaining: prefaceLength)
     /// A frame header split across reads, held until it is whole.
     private var header: [UInt8] = []
-    private var framesScanned = 0
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var input = unwrapInboundIn(data)
-        var output = context.channel.allocator.buffer(capacity: input.readableBytes + Self.frameHeaderLength)
+        var pieces: [ByteBuffer] = []
         while input.readableBytes > 0, !isDone {
-            step(&input, into: &output)
+            step(&input, into: &pieces)
         }
-        output.writeBuffer(&input)
-        if output.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(output)) }
+        if input.readableBytes > 0 { pieces.append(input) }
+        for piece in pieces where piece.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(piece)) }
         if isDone { context.pipeline.syncOperations.removeHandler(context: context, promise: nil) }
     }
 
@@ -61,51 +63,47 @@ final class EarlySettingsAcknowledgement: ChannelInboundHandler, RemovableChanne
         return false
     }
 
-    /// Takes what the current state needs from `input`: bytes to pass go to `output`.
-    private func step(_ input: inout ByteBuffer, into output: inout ByteBuffer) {
+    /// Takes what the current state needs from `input`; what is to be passed on goes to `pieces`.
+    private func step(_ input: inout ByteBuffer, into pieces: inout [ByteBuffer]) {
         switch state {
         case .preface(let remaining):
-            let passed = pass(remaining, from: &input, into: &output)
+            let passed = pass(remaining, from: &input, into: &pieces)
             state = passed == remaining ? .firstFrame : .preface(remaining: remaining - passed)
         case .firstFrame:
-            guard let (length, type, _) = readHeader(&input) else { return }
-            output.writeBytes(header)
+            guard let frame = readHeader(&input) else { return }
+            pieces.append(ByteBuffer(bytes: header))
             header.removeAll()
             // Anything but SETTINGS first is NIO's protocol error to report, unchanged.
-            guard type == Self.settingsType else {
+            guard frame.type == Self.settingsType else {
                 state = .done
                 return
             }
-            if length == 0 {
-                finishFirstFrame(into: &output)
+            if frame.length == 0 {
+                finishFirstFrame(into: &pieces)
             } else {
-                state = .firstFramePayload(remaining: length)
+                state = .firstFramePayload(remaining: frame.length)
             }
         case .firstFramePayload(let remaining):
-            let passed = pass(remaining, from: &input, into: &output)
+            let passed = pass(remaining, from: &input, into: &pieces)
             if passed == remaining {
-                finishFirstFrame(into: &output)
+                finishFirstFrame(into: &pieces)
             } else {
                 state = .firstFramePayload(remaining: remaining - passed)
             }
         case .scanning:
-            guard let (length, type, flags) = readHeader(&input) else { return }
-            framesScanned += 1
-            if type == Self.settingsType && flags & Self.acknowledgedFlag != 0 && length == 0 {
+            guard let frame = readHeader(&input) else { return }
+            defer { header.removeAll() }
+            if frame.type == Self.settingsType && frame.flags & Self.acknowledgedFlag != 0 && frame.length == 0
+                && frame.onConnection
+            {
                 // The client's acknowledgement, already given: dropped.
-                header.removeAll()
                 state = .done
                 return
             }
-            output.writeBytes(header)
-            header.removeAll()
-            if framesScanned >= Self.scanLimit {
-                state = .done
-            } else {
-                state = length == 0 ? .scanning : .scanningPayload(remaining: length)
-            }
+            pieces.append(ByteBuffer(bytes: header))
+            state = frame.length == 0 ? .scanning : .scanningPayload(remaining: frame.length)
         case .scanningPayload(let remaining):
-            let passed = pass(remaining, from: &input, into: &output)
+            let passed = pass(remaining, from: &input, into: &pieces)
             state = passed == remaining ? .scanning : .scanningPayload(remaining: remaining - passed)
         case .done:
             return
@@ -113,25 +111,28 @@ final class EarlySettingsAcknowledgement: ChannelInboundHandler, RemovableChanne
     }
 
     /// After the client's first SETTINGS: the acknowledgement NIO is to see, then the scan.
-    private func finishFirstFrame(into output: inout ByteBuffer) {
-        output.writeBytes([0, 0, 0, Self.settingsType, Self.acknowledgedFlag, 0, 0, 0, 0])
+    private func finishFirstFrame(into pieces: inout [ByteBuffer]) {
+        pieces.append(ByteBuffer(bytes: Self.acknowledgement))
         state = .scanning
     }
 
-    /// Moves up to `count` bytes from `input` to `output`; returns how many.
-    private func pass(_ count: Int, from input: inout ByteBuffer, into output: inout ByteBuffer) -> Int {
+    /// Moves up to `count` bytes of `input` to `pieces`, as a slice; returns how many.
+    private func pass(_ count: Int, from input: inout ByteBuffer, into pieces: inout [ByteBuffer]) -> Int {
         let passed = min(count, input.readableBytes)
-        if var slice = input.readSlice(length: passed) { output.writeBuffer(&slice) }
+        if let slice = input.readSlice(length: passed) { pieces.append(slice) }
         return passed
     }
 
-    /// Adds bytes from `input` to the held frame header; once it has all nine: the payload
-    /// length, the type and the flags (the header stays in `header`).
-    private func readHeader(_ input: inout ByteBuffer) -> (length: Int, type: UInt8, flags: UInt8)? {
+    /// Adds bytes from `input` to the held frame header; once it has all nine, what they say
+    /// (the header stays in `header`).
+    private func readHeader(_ input: inout ByteBuffer) -> (length: Int, type: UInt8, flags: UInt8, onConnection: Bool)?
+    {
         let wanted = Self.frameHeaderLength - header.count
         if let bytes = input.readBytes(length: min(wanted, input.readableBytes)) { header += bytes }
         guard header.count == Self.frameHeaderLength else { return nil }
         let length = Int(header[0]) << 16 | Int(header[1]) << 8 | Int(header[2])
-        return (length, header[3], header[4])
+        // The stream identifier, reserved bit ignored.
+        let onConnection = header[5] & 0x7F == 0 && header[6] == 0 && header[7] == 0 && header[8] == 0
+        return (length, header[3], header[4], onConnection)
     }
 }

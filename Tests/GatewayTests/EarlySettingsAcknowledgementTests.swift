@@ -1,5 +1,6 @@
 import NIOCore
 import NIOEmbedded
+import NIOHTTP2
 import Testing
 
 @testable import Gateway
@@ -68,15 +69,41 @@ struct EarlySettingsAcknowledgementTests {
         #expect(left)
     }
 
-    @Test("a client that never acknowledges is passed on unchanged after the scan limit")
-    func scanLimit() throws {
-        let frames = Array(repeating: Self.windowUpdate, count: EarlySettingsAcknowledgement.scanLimit + 5).flatMap {
-            $0
-        }
-        let bytes = Self.preface + Self.settings + frames + Self.acknowledgement
+    @Test("a client slow to acknowledge, after thousands of frames, still has its acknowledgement dropped")
+    func lateAcknowledgement() throws {
+        let frames = Array(repeating: Self.windowUpdate, count: 5_000).flatMap { $0 }
+        let bytes = Self.preface + Self.settings + frames + Self.acknowledgement + Self.data
         let (passed, left) = try Self.feed(bytes, readsOf: 4096)
-        #expect(passed == Self.preface + Self.settings + Self.acknowledgement + frames + Self.acknowledgement)
+        #expect(passed == Self.preface + Self.settings + Self.acknowledgement + frames + Self.data)
         #expect(left)
+    }
+
+    @Test("an empty first SETTINGS, empty frames while scanning, an ACK on a stream (NIO's error) pass as they are")
+    func emptyFrames() throws {
+        let emptySettings = Self.frame(type: 0x4, payload: [])
+        let emptyData = Self.frame(type: 0x0, stream: 1, payload: [])
+        let ackOnStream = Self.frame(type: 0x4, flags: 0x1, stream: 3, payload: [])
+        let bytes = Self.preface + emptySettings + emptyData + ackOnStream + Self.acknowledgement + Self.data
+        for size in [1, 9, 4096] {
+            let (passed, left) = try Self.feed(bytes, readsOf: size)
+            #expect(
+                passed == Self.preface + emptySettings + Self.acknowledgement + emptyData + ackOnStream + Self.data,
+                "reads of \(size)")
+            #expect(left)
+        }
+    }
+
+    /// Taking the client's acknowledgement as given is right only for these settings: NIO
+    /// starts at 100 concurrent streams, and a larger header list only lets more in. A lower
+    /// window, frame size or header table, applied before the client has seen it, would break
+    /// a client that follows RFC 9113.
+    @Test("the listener's settings are 100 concurrent streams and a larger header list, nothing else")
+    func settingsSafeToApplyEarly() {
+        let settings = ProxyServer.http2Configuration.initialSettings
+        #expect(settings.count == 2)
+        #expect(settings.contains(HTTP2Setting(parameter: .maxConcurrentStreams, value: 100)))
+        let headerList = settings.first { $0.parameter == .maxHeaderListSize }?.value ?? 0
+        #expect(headerList >= 16_384)
     }
 
     @Test("a connection closed part way leaves nothing held but a partial frame header")
