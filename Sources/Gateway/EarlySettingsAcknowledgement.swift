@@ -33,13 +33,11 @@ final class EarlySettingsAcknowledgement: ChannelInboundHandler, RemovableChanne
     private enum State {
         /// Passing the client's connection preface.
         case preface(remaining: Int)
-        /// Reading the header of the client's first frame (its SETTINGS), then passing its
-        /// payload; the acknowledgement goes in after it.
-        case firstFrame
-        case firstFramePayload(remaining: Int)
-        /// Reading frame headers for the client's acknowledgement, passing the payloads.
-        case scanning
-        case scanningPayload(remaining: Int)
+        /// Reading a frame's header: the client's first (its SETTINGS, after which the
+        /// acknowledgement goes in), or a later one, looked at for the client's acknowledgement.
+        case header(first: Bool)
+        /// Passing a frame's payload.
+        case payload(remaining: Int, first: Bool)
         case done
     }
 
@@ -68,32 +66,12 @@ final class EarlySettingsAcknowledgement: ChannelInboundHandler, RemovableChanne
         switch state {
         case .preface(let remaining):
             let passed = pass(remaining, from: &input, into: &pieces)
-            state = passed == remaining ? .firstFrame : .preface(remaining: remaining - passed)
-        case .firstFrame:
-            guard let frame = readHeader(&input) else { return }
-            pieces.append(ByteBuffer(bytes: header))
-            header.removeAll()
-            // Anything but SETTINGS first is NIO's protocol error to report, unchanged.
-            guard frame.type == Self.settingsType else {
-                state = .done
-                return
-            }
-            if frame.length == 0 {
-                finishFirstFrame(into: &pieces)
-            } else {
-                state = .firstFramePayload(remaining: frame.length)
-            }
-        case .firstFramePayload(let remaining):
-            let passed = pass(remaining, from: &input, into: &pieces)
-            if passed == remaining {
-                finishFirstFrame(into: &pieces)
-            } else {
-                state = .firstFramePayload(remaining: remaining - passed)
-            }
-        case .scanning:
+            state = passed == remaining ? .header(first: true) : .preface(remaining: remaining - passed)
+        case .header(let first):
             guard let frame = readHeader(&input) else { return }
             defer { header.removeAll() }
-            if frame.type == Self.settingsType && frame.flags & Self.acknowledgedFlag != 0 && frame.length == 0
+            let isSettings = frame.type == Self.settingsType
+            if !first && isSettings && frame.flags & Self.acknowledgedFlag != 0 && frame.length == 0
                 && frame.onConnection
             {
                 // The client's acknowledgement, already given: dropped.
@@ -101,19 +79,28 @@ final class EarlySettingsAcknowledgement: ChannelInboundHandler, RemovableChanne
                 return
             }
             pieces.append(ByteBuffer(bytes: header))
-            state = frame.length == 0 ? .scanning : .scanningPayload(remaining: frame.length)
-        case .scanningPayload(let remaining):
+            if first && !isSettings {
+                // Anything but SETTINGS first is NIO's protocol error to report, unchanged.
+                state = .done
+            } else {
+                state = .payload(remaining: frame.length, first: first)
+                endFrameIfComplete(into: &pieces)
+            }
+        case .payload(let remaining, let first):
             let passed = pass(remaining, from: &input, into: &pieces)
-            state = passed == remaining ? .scanning : .scanningPayload(remaining: remaining - passed)
+            state = .payload(remaining: remaining - passed, first: first)
+            endFrameIfComplete(into: &pieces)
         case .done:
             return
         }
     }
 
-    /// After the client's first SETTINGS: the acknowledgement NIO is to see, then the scan.
-    private func finishFirstFrame(into pieces: inout [ByteBuffer]) {
-        pieces.append(ByteBuffer(bytes: Self.acknowledgement))
-        state = .scanning
+    /// Once a frame's payload has passed: after the client's first SETTINGS, the
+    /// acknowledgement NIO is to see; then the next frame's header.
+    private func endFrameIfComplete(into pieces: inout [ByteBuffer]) {
+        guard case .payload(0, let first) = state else { return }
+        if first { pieces.append(ByteBuffer(bytes: Self.acknowledgement)) }
+        state = .header(first: false)
     }
 
     /// Moves up to `count` bytes of `input` to `pieces`, as a slice; returns how many.

@@ -8,8 +8,8 @@ import NIOHTTP2
 /// own, so every check and header rule is the one HTTP/1.1 gets, but no child channel: the
 /// frames of all streams arrive here, already checked by `NIOHTTP2Handler` (framing, content
 /// length; the header-block rules are checked here, `requestHead`), and each stream's response
-/// leaves from here as frames. NIO's channel, pipeline and HTTP/1 codec per stream cost about as much again as the rest of its
-/// HTTP/2 stack per request.
+/// leaves from here as frames. NIO's channel, pipeline and HTTP/1 codec per stream cost about
+/// as much again as the rest of its HTTP/2 stack per request.
 ///
 /// Flow control is per stream, as with NIO's multiplexer. A stream's request body is given
 /// window back only as the API server takes it. A stream whose client grants no more window

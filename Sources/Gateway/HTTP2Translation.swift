@@ -58,7 +58,9 @@ extension HTTP2StreamsHandler {
             guard let authority, scheme == nil, path == nil else { return nil }
             uri = authority
         } else {
-            guard scheme != nil, let path, isRequestTarget(path),
+            // Its bytes passed `isPseudoHeaderValue`: nothing that could end the request line
+            // early or smuggle a second request into the connection to the API server.
+            guard scheme != nil, let path,
                 path.utf8.first == UInt8(ascii: "/") || (path == "*" && httpMethod == .OPTIONS)
             else { return nil }
             uri = path
@@ -66,7 +68,7 @@ extension HTTP2StreamsHandler {
         var fields: [(String, String)] = []
         fields.reserveCapacity(block.count)
         if !hasHost, let authority {
-            guard isRequestTarget(authority) else { return nil }
+            guard !authority.isEmpty else { return nil }
             fields.append(("host", authority))
         }
         if let contentLength {
@@ -103,10 +105,10 @@ extension HTTP2StreamsHandler {
         let bodiless = !head.status.mayHaveResponseBody
         for (name, value) in head.headers {
             let lowered = name.lowercased()
-            switch lowered {
-            case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
+            switch HTTP2FieldRules.kind(of: lowered) {
+            case .connectionSpecific:
                 continue
-            case "content-length" where bodiless:
+            case .contentLength where bodiless:
                 continue
             default:
                 if !connectionTokens.isEmpty, connectionTokens.contains(where: { $0.lowercased() == lowered }) {
@@ -147,11 +149,5 @@ extension HTTP2StreamsHandler {
                     "!#$%&'*+-.^_`|~".utf8.contains(byte)
                 }
             }
-    }
-
-    /// No control characters, space or DEL: nothing that could end the request line early or
-    /// smuggle a second request into the HTTP/1.1 connection to the API server.
-    private static func isRequestTarget(_ value: String) -> Bool {
-        !value.isEmpty && value.utf8.allSatisfy { $0 > 0x20 && $0 != 0x7F }
     }
 }

@@ -111,8 +111,12 @@ public final class UpstreamCredentials: Sendable {
         for attempt in 1...2 {
             var fresh = current
             do {
-                if let certificateFile { fresh.certificate = try readFileBytes(certificateFile, path: certificateFile) }
-                if let keyFile { fresh.key = try readFileBytes(keyFile, path: keyFile) }
+                // The error names the kubeconfig's field, and the file.
+                let source = configuration.source
+                if let certificateFile {
+                    fresh.certificate = try readFileBytes(certificateFile, path: "\(source): client-certificate")
+                }
+                if let keyFile { fresh.key = try readFileBytes(keyFile, path: "\(source): client-key") }
             } catch {
                 let message = "\(error)"
                 let isNew = contexts.withLockedValue { contexts in

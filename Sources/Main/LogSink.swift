@@ -4,8 +4,9 @@ import NIOPosix
 
 /// Where log lines go: a file descriptor (standard error). A line logged on one of NIO's event
 /// loops joins that loop's batch, which is written with one `write(2)` when the loop has
-/// finished its current round of I/O and flushed what the round wrote: a loop that served many requests in one wake-up writes
-/// their access-log lines together instead of making a system call for each. A line logged
+/// finished its current round of I/O and flushed what the round wrote: a loop that served many
+/// requests in one wake-up writes their access-log lines together instead of making a system
+/// call for each. A line logged
 /// anywhere else is written at once. Every write holds one process-wide lock, so lines never
 /// interleave; `flush()` writes what the loops still hold (at exit).
 final class LogSink: Sendable {
