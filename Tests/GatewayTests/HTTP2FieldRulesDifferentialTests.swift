@@ -2,6 +2,7 @@ import NIOCore
 import NIOEmbedded
 import NIOHPACK
 import NIOHTTP2
+import Testbed
 import Testing
 
 @testable import Gateway
@@ -98,7 +99,7 @@ struct HTTP2FieldRulesDifferentialTests {
 
     /// A block from a seeded generator: pseudo-headers (mostly the four, in any order, some
     /// missing or repeated) and then fields, with now and then a pseudo-header among them.
-    static func block(_ random: inout SplitMix) -> HPACKHeaders {
+    static func block(_ random: inout SplitMix64) -> HPACKHeaders {
         var fields: [(String, String)] = []
         var pseudo = [(":method", "GET"), (":scheme", "https"), (":path", "/api/v1/namespaces")]
         pseudo.append((":authority", "kubernetes"))
@@ -124,7 +125,7 @@ struct HTTP2FieldRulesDifferentialTests {
     @Test("no block NIO refuses makes a request head (3 000 generated blocks)")
     func neverMoreLenient() throws {
         let pair = try Pair()
-        var random = SplitMix(seed: 0x6b69_7021)
+        var random = SplitMix64(seed: 0x6b69_7021)
         var refusedByNIO = 0
         var disagreements: [String] = []
         for index in 0..<Self.blockCount {
@@ -139,22 +140,5 @@ struct HTTP2FieldRulesDifferentialTests {
         // The generator must exercise both sides.
         #expect(
             refusedByNIO > Self.blockCount / 6 && refusedByNIO < Self.blockCount * 9 / 10, "\(refusedByNIO) refused")
-    }
-}
-
-/// A small seeded generator (SplitMix64), so a failure repeats.
-struct SplitMix: RandomNumberGenerator {
-    private var state: UInt64
-
-    init(seed: UInt64) {
-        state = seed
-    }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var value = state
-        value = (value ^ (value >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        value = (value ^ (value >> 27)) &* 0x94D0_49BB_1331_11EB
-        return value ^ (value >> 31)
     }
 }

@@ -156,6 +156,19 @@ struct HTTP2ServingTests {
         }
     }
 
+    /// Runs `body` with a proxy serving TLS and a client in frames that sends any header block
+    /// it is given, unchecked.
+    private static func withUncheckedClient(
+        _ body: (ProxyHarness, FrameLevelHTTP2Client) async throws -> Void
+    ) async throws {
+        try await ProxyHarness.run(.servingTLS) { harness in
+            let client = try await FrameLevelHTTP2Client.connect(
+                harness, settings: nioDefaultSettings, checkingHeaderBlocks: false)
+            try await body(harness, client)
+            await client.close()
+        }
+    }
+
     /// Header blocks that break one of RFC 9113's rules for a request (§8.2, §8.3), each a
     /// change to a good GET's block.
     enum MalformedBlock: String, CaseIterable, Sendable {
@@ -206,9 +219,7 @@ struct HTTP2ServingTests {
         "a header block that breaks RFC 9113's rules for a request is reset, reaches no one, and the connection serves on",
         arguments: MalformedBlock.allCases.filter { $0 != .emptyName })
     func malformedBlock(_ malformed: MalformedBlock) async throws {
-        try await ProxyHarness.run(.servingTLS) { harness in
-            let client = try await FrameLevelHTTP2Client.connect(
-                harness, settings: nioDefaultSettings, checkingHeaderBlocks: false)
+        try await Self.withUncheckedClient { harness, client in
             let token = try harness.issuer.mint()
             let good = harness.requestBlock("/api/v1/namespaces", token: token)
             try await client.sendBatch(
@@ -219,15 +230,12 @@ struct HTTP2ServingTests {
             // Only that stream was refused: the connection serves the next request.
             #expect(try await eventually { client.status(3) == "200" }, "\(client.frames)")
             #expect(harness.api.requests.map(\.path) == ["/api/v1/namespaces"])
-            await client.close()
         }
     }
 
     @Test("a field with an empty name ends the connection: NIO's HPACK decoder takes it for a COMPRESSION_ERROR")
     func emptyFieldName() async throws {
-        try await ProxyHarness.run(.servingTLS) { harness in
-            let client = try await FrameLevelHTTP2Client.connect(
-                harness, settings: nioDefaultSettings, checkingHeaderBlocks: false)
+        try await Self.withUncheckedClient { harness, client in
             let block = MalformedBlock.emptyName.block(port: harness.port, token: try harness.issuer.mint())
             try await client.sendBatch(Self.requests(block, streams: 0..<1))
             #expect(try await eventually { client.receivedGoAway(.compressionError) }, "\(client.frames)")
@@ -252,9 +260,7 @@ struct HTTP2ServingTests {
 
     @Test("what RFC 9113 allows in a request's block is served: te: trailers, CONNECT's authority alone (refused 405)")
     func allowedBlocks() async throws {
-        try await ProxyHarness.run(.servingTLS) { harness in
-            let client = try await FrameLevelHTTP2Client.connect(
-                harness, settings: nioDefaultSettings, checkingHeaderBlocks: false)
+        try await Self.withUncheckedClient { harness, client in
             let token = try harness.issuer.mint()
             var block = harness.requestBlock("/api/v1/namespaces", token: token)
             block.add(name: "te", value: "trailers")
@@ -267,15 +273,12 @@ struct HTTP2ServingTests {
             #expect(try await eventually { client.status(3) == "405" }, "\(client.frames)")
             #expect(harness.api.requests.count == 1)
             #expect(harness.api.requests.last?.values("x-tab") == ["a\tb\u{80}"])
-            await client.close()
         }
     }
 
     @Test("trailers that break RFC 9113's rules reset their stream, and its chunked body never ends at the API server")
     func malformedTrailers() async throws {
-        try await ProxyHarness.run(.servingTLS) { harness in
-            let client = try await FrameLevelHTTP2Client.connect(
-                harness, settings: nioDefaultSettings, checkingHeaderBlocks: false)
+        try await Self.withUncheckedClient { harness, client in
             let token = try harness.issuer.mint()
             let block = harness.requestBlock("/api/v1/namespaces/a/configmaps", token: token, method: "POST")
             let id = HTTP2StreamID(1)
@@ -292,15 +295,12 @@ struct HTTP2ServingTests {
             #expect(try await eventually { !harness.logs.accessLines.isEmpty }, "the exchange did not end")
             try await Task.sleep(for: .milliseconds(100))
             #expect(harness.api.requests.isEmpty, "the API server took a request")
-            await client.close()
         }
     }
 
     @Test("a connection sending more malformed header blocks than NIO allows stream errors is sent GOAWAY, cut off")
     func malformedBlockFlood() async throws {
-        try await ProxyHarness.run(.servingTLS) { harness in
-            let client = try await FrameLevelHTTP2Client.connect(
-                harness, settings: nioDefaultSettings, checkingHeaderBlocks: false)
+        try await Self.withUncheckedClient { harness, client in
             let block = MalformedBlock.upperCaseName.block(port: harness.port, token: try harness.issuer.mint())
             // In rounds below the 100 concurrent streams allowed, each round reset before the next.
             for round in 0...(HTTP2StreamsHandler.maximumRefusedBlocks / 50) {

@@ -70,6 +70,16 @@ struct UpstreamClientCertificateTests {
         return watch
     }
 
+    /// Lets the stand-in end its watches, and waits for each of `watches` to get its last
+    /// chunk before closing it.
+    private static func finishWatches(_ harness: ProxyHarness, _ watches: [RawConnection]) async throws {
+        harness.api.releaseWatches()
+        for watch in watches {
+            #expect(try await watch.wait { $0.text.hasSuffix("0\r\n\r\n") }, "got: \(watch.text)")
+            await watch.close()
+        }
+    }
+
     /// Runs `body` with a proxy whose client certificate (`CN=proxy-first`) and key are files,
     /// and the authority the API server trusts for renewed ones.
     private static func withCertificateFiles(
@@ -135,12 +145,9 @@ struct UpstreamClientCertificateTests {
             #expect(watchConnections.count == 2, "the second watch must not join the retired connection")
 
             // The first watch was not cut: it gets its last event and ends cleanly.
-            harness.api.releaseWatches()
-            for connection in [watch, second] {
-                #expect(try await connection.wait { $0.text.hasSuffix("0\r\n\r\n") }, "got: \(connection.text)")
-                #expect(connection.text.contains("MODIFIED"))
-                await connection.close()
-            }
+            try await Self.finishWatches(harness, [watch, second])
+            #expect(watch.text.contains("MODIFIED"))
+            #expect(second.text.contains("MODIFIED"))
         }
     }
 
@@ -176,9 +183,7 @@ struct UpstreamClientCertificateTests {
             // closed, and the watch went on the next one.
             #expect(harness.relay?.acceptedConnections == 2)
             #expect(harness.api.requests.map(\.clientCertificateSubject) == ["CN=proxy-renewed"])
-            harness.api.releaseWatches()
-            #expect(try await watch.wait { $0.text.hasSuffix("0\r\n\r\n") }, "got: \(watch.text)")
-            await watch.close()
+            try await Self.finishWatches(harness, [watch])
             #expect(try await harness.get("/api/v1/namespaces", token: token).status == 200)
             #expect(Self.lastSubject(harness) == "CN=proxy-renewed")
         }
@@ -195,9 +200,7 @@ struct UpstreamClientCertificateTests {
             // asked for, with the certificate of its start.
             #expect(Self.lastSubject(harness) == "CN=proxy-first")
             #expect(harness.relay?.acceptedConnections == 1)
-            harness.api.releaseWatches()
-            #expect(try await watch.wait { $0.text.hasSuffix("0\r\n\r\n") }, "got: \(watch.text)")
-            await watch.close()
+            try await Self.finishWatches(harness, [watch])
             // Its connection is not pooled: the next request opens one with the renewed pair.
             #expect(try await harness.get("/api/v1/namespaces", token: token).status == 200)
             #expect(Self.lastSubject(harness) == "CN=proxy-renewed")
